@@ -1,0 +1,1 @@
+"""bridge: wire protocol, ZeroMQ publisher and subscribers, OpenXR conversions."""

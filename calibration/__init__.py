@@ -1,0 +1,1 @@
+"""calibration: boards, recording sessions, solving intrinsics and extrinsics, reports and file formats."""

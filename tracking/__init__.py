@@ -1,0 +1,1 @@
+"""tracking: skip-convolution engine, keypoint network, head and hand pose, early-exit refinement, filtering."""
