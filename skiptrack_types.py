@@ -232,6 +232,11 @@ class CameraModel:
         return cv2.undistort(image, self.K, self.dist)
 
 
+T_OPENXR_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
+"""Axis change from an OpenCV camera frame (x right, y down, z forward) to an OpenXR frame at the same place
+(x right, y up, z backward): the pose of a forward-looking camera in the head frame, without offset."""
+
+
 @dataclass(frozen=True)
 class Rectification:
     """Stereo rectification (cv2.stereoRectify): rotations R0/R1 (3, 3), projections P0/P1 (3, 4), Q (4, 4),
@@ -267,13 +272,14 @@ class StereoRig:
     (left).
 
     ``T_head_cam0`` places camera 0 on the headset, ``T_head_imu`` the IMU; the head frame uses OpenXR axes
-    (x right, y up, z backward), cameras OpenCV axes. Both are identity when unknown.
+    (x right, y up, z backward), cameras OpenCV axes. When the placement is unknown the head frame sits at camera 0
+    with OpenXR axes (``T_head_cam0`` = ``T_OPENXR_OPENCV``) and the IMU at the head frame (identity).
     """
 
     cam0: CameraModel
     cam1: CameraModel
     T_cam0_cam1: np.ndarray
-    T_head_cam0: np.ndarray = field(default_factory=lambda: np.eye(4))
+    T_head_cam0: np.ndarray = field(default_factory=lambda: T_OPENXR_OPENCV.copy())
     T_head_imu: np.ndarray = field(default_factory=lambda: np.eye(4))
 
     def __post_init__(self) -> None:
