@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 
 SCHEMES: dict[str, str] = {
     "synthetic": "hardware.synthetic:open_synthetic",
+    "mcap": "hardware.replay:open_mcap",
+    "camera": "hardware.camera:open_camera",
+    "video": "hardware.video:open_video",
+    "euroc": "hardware.euroc:open_euroc",
 }
 """scheme -> "module:function"; the function takes (target: str, **options) and returns a FrameSource."""
 
