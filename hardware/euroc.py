@@ -233,8 +233,8 @@ class EurocSource(FrameSource):
         return T_HEAD_CAM0 @ np.linalg.inv(T_B_cam0)
 
     def _read_calibration(self) -> StereoRig | None:
-        """The rig, and ``T_head_B``; calibration.files reads the camera files with body = IMU, so its
-        ``T_head_imu`` (head = cam0) is really ``T_cam0_B``."""
+        """The rig, and ``T_head_B``; calibration.files reads the camera files with body = IMU, so
+        ``inv(T_head_cam0) @ T_head_imu`` of its rig is ``T_cam0_B``."""
         cam0_yaml, cam1_yaml = self.mav0 / "cam0" / "sensor.yaml", self.mav0 / "cam1" / "sensor.yaml"
         if self.cam1_t is None or not (cam0_yaml.is_file() and cam1_yaml.is_file()):
             T_B_cam0 = read_matrix(read_sensor_yaml(cam0_yaml), "T_BS", cam0_yaml) if cam0_yaml.is_file() else None
@@ -243,7 +243,7 @@ class EurocSource(FrameSource):
                 log.info("%s lacks cam0/cam1 sensor.yaml: the source has no calibration", self.mav0)
             return None
         rig = load_euroc_rig(cam0_yaml, cam1_yaml)
-        T_B_cam0 = np.linalg.inv(rig.T_head_imu)
+        T_B_cam0 = np.linalg.inv(np.linalg.inv(rig.T_head_cam0) @ rig.T_head_imu)
         self.T_head_B = self._read_head_pose(T_B_cam0)
         return StereoRig(rig.cam0, rig.cam1, rig.T_cam0_cam1, self.T_head_B @ T_B_cam0, self.T_head_B @ self.T_B_imu)
 
