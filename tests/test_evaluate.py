@@ -1,0 +1,101 @@
+"""Evaluation metrics: ATE with SE(3) Umeyama alignment, RPE, MPJPE, TUM files, and a cross-check against evo."""
+
+import json
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from skiptrack_types import InvalidInputError
+from tracking.evaluate import ate, mpjpe_mm, rpe, umeyama_alignment, write_tum
+
+
+def _trajectory(n=100, seed=0):
+    rng = np.random.default_rng(seed)
+    T = np.tile(np.eye(4), (n, 1, 1))
+    T[:, :3, :3] = Rotation.from_rotvec(np.cumsum(rng.normal(0, 0.02, (n, 3)), axis=0)).as_matrix()
+    T[:, :3, 3] = np.cumsum(rng.normal(0, 0.02, (n, 3)), axis=0)
+    return T
+
+
+def test_umeyama_recovers_a_rigid_transform():
+    gt = _trajectory()
+    offset = np.eye(4)
+    offset[:3, :3] = Rotation.from_rotvec([0.1, -0.4, 0.3]).as_matrix()
+    offset[:3, 3] = (1.0, -2.0, 0.5)
+    est = np.linalg.inv(offset) @ gt
+    np.testing.assert_allclose(umeyama_alignment(est[:, :3, 3], gt[:, :3, 3]).T_gt_est, offset, atol=1e-9)
+    ate_m, ate_deg, _ = ate(est, gt)
+    assert ate_m < 1e-9 and ate_deg < 1e-6
+
+
+def test_ate_and_rpe_measure_a_known_offset():
+    gt = _trajectory()
+    est = gt.copy()
+    est[::2, 0, 3] += 0.01
+    est[1::2, 0, 3] -= 0.01
+    ate_m, _, _ = ate(est, gt)
+    assert ate_m == pytest.approx(0.01, rel=0.05)
+    assert rpe(gt, gt, 1) == 0.0
+    assert rpe(est, gt, 1) > 0.01
+
+
+def test_mpjpe_is_mean_joint_distance_in_mm():
+    gt = np.zeros((2, 21, 3))
+    est = gt.copy()
+    est[..., 2] = 0.005
+    assert mpjpe_mm(est, gt) == pytest.approx(5.0)
+
+
+def test_mismatched_trajectories_are_rejected():
+    with pytest.raises(InvalidInputError, match="same shape"):
+        ate(_trajectory(10), _trajectory(11))
+
+
+def test_tum_files_round_trip(tmp_path):
+    T = _trajectory(5)
+    write_tum(tmp_path / "x.tum", np.arange(5) * 1_000_000_000, T)
+    rows = np.loadtxt(tmp_path / "x.tum")
+    assert rows.shape == (5, 8)
+    np.testing.assert_allclose(rows[:, 1:4], T[:, :3, 3], atol=1e-9)
+    np.testing.assert_allclose(np.abs(rows[:, 4:] @ Rotation.from_matrix(T[:, :3, :3]).as_quat().T).diagonal(), 1.0)
+
+
+def test_ate_agrees_with_evo(tmp_path):
+    evo_file = pytest.importorskip("evo.tools.file_interface", reason="evo is a test-only dependency; pip install evo")
+    from evo.core import metrics, sync
+
+    gt = _trajectory(200, seed=1)
+    est = _trajectory(200, seed=2) @ np.linalg.inv(gt[0]) @ gt
+    t = np.arange(200) * 16_666_667
+    write_tum(tmp_path / "gt.tum", t, gt)
+    write_tum(tmp_path / "est.tum", t, est)
+    traj_gt = evo_file.read_tum_trajectory_file(str(tmp_path / "gt.tum"))
+    traj_est = evo_file.read_tum_trajectory_file(str(tmp_path / "est.tum"))
+    traj_gt, traj_est = sync.associate_trajectories(traj_gt, traj_est)
+    traj_est.align(traj_gt, correct_scale=False)
+    ape = metrics.APE(metrics.PoseRelation.translation_part)
+    ape.process_data((traj_gt, traj_est))
+    ours, _, _ = ate(est, gt)
+    assert ours == pytest.approx(ape.get_statistic(metrics.StatisticsType.rmse), rel=1e-6)
+
+
+def test_cli_writes_metrics_and_tum(tmp_path):
+    pytest.importorskip("hardware.synthetic")
+    from tracking.evaluate import main
+
+    out = tmp_path / "m.json"
+    assert main(["--source", "synthetic:seated", "--seconds", "1.5", "--seed", "7", "--json", str(out),
+                 "--tum-dir", str(tmp_path)]) == 0  # fmt: skip
+    m = json.loads(out.read_text())
+    assert {
+        "head_ate_m",
+        "head_ate_deg",
+        "head_rpe_m",
+        "hand_mpjpe_mm",
+        "exit_stage_hist",
+        "refine_saving",
+        "relocalization_s",
+    } <= set(m)
+    assert m["head_ate_m"] < 0.02
+    assert (tmp_path / "gt.tum").is_file() and (tmp_path / "est.tum").is_file()

@@ -1,0 +1,89 @@
+"""Head pose: the cascade's stages on the analytic pose scene (truth keypoints with 0.5 px noise)."""
+
+import numpy as np
+import pytest
+from pose_scene import PoseScene
+
+from tracking.evaluate import ate
+from tracking.keypoints import landmark_descriptors, truth_keypoints
+from tracking.pose.geometry import pose_delta
+from tracking.pose.head import gravity_aligned_orientation, integrate_gyro
+from tracking.refine.cascade import ExitStage, RefinementCascade
+
+
+def _run(scene, seconds_blind=None):
+    desc = landmark_descriptors(len(scene.landmarks_world))
+    rng = np.random.default_rng(0)
+    cascade = RefinementCascade(scene.rig, desc.shape[1])
+    outcomes, truths = [], []
+    for frame in scene:
+        keypoints = tuple(truth_keypoints(frame, c, desc, 0.5, rng) for c in range(2))
+        outcomes.append(cascade.step(frame.seq, frame.t_ns, keypoints, frame.imu))
+        truths.append(frame.truth.T_world_head)
+    return cascade, outcomes, np.array(truths)
+
+
+@pytest.fixture(scope="module")
+def tracked():
+    return _run(PoseScene(seconds=2.0, gyro_bias=(0.01, -0.005, 0.003)))
+
+
+def test_head_pose_follows_truth_within_a_centimetre(tracked):
+    _, outcomes, truths = tracked
+    ate_m, ate_deg, _ = ate(np.array([o.T_world_head for o in outcomes]), truths)
+    assert ate_m < 0.01
+    assert ate_deg < 0.5
+
+
+def test_every_frame_is_tracked_and_says_its_exit_stage(tracked):
+    _, outcomes, _ = tracked
+    assert all(o.flags.position_tracked for o in outcomes)
+    assert all(o.exit_stage is ExitStage.FULL for o in outcomes)
+
+
+def test_gyro_bias_is_learned_from_vision(tracked):
+    cascade, _, _ = tracked
+    np.testing.assert_allclose(cascade._bias, (0.01, -0.005, 0.003), atol=0.003)
+
+
+def test_world_is_gravity_aligned_from_the_accelerometer():
+    scene = PoseScene(seconds=0.1)
+    tilt = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(0.3), -np.sin(0.3)], [0.0, np.sin(0.3), np.cos(0.3)]])
+    imu = np.zeros((10, 7))
+    imu[:, 4:7] = tilt.T @ np.array([0.0, 9.81, 0.0])
+    R = gravity_aligned_orientation(imu, scene.rig.T_head_imu)
+    np.testing.assert_allclose(R @ imu[0, 4:7], [0.0, 9.81, 0.0], atol=1e-9)
+
+
+def test_gyro_integration_matches_the_true_rotation():
+    scene = PoseScene(seconds=0.5)
+    T0, T1 = scene.pose(0.1), scene.pose(0.2)
+    imu = scene.imu(0.1, 0.2)
+    R, _ = integrate_gyro(T0[:3, :3], imu, 1_000_000_000 + 100_000_000, scene.rig.T_head_imu, np.zeros(3))
+    _, angle = pose_delta(np.block([[R, np.zeros((3, 1))], [np.zeros((1, 3)), 1]]), T1)
+    assert np.degrees(angle) < 0.05
+
+
+def test_tracking_resumes_right_after_both_cameras_were_blind():
+    _, outcomes, truths = _run(PoseScene(seconds=2.0, blind=(0.8, 1.3), amplitude_rad=0.4))
+    lost = [i for i, o in enumerate(outcomes) if not o.flags.position_tracked]
+    assert lost, "the blind stretch must lose position tracking"
+    first_back = lost[-1] + 1
+    assert first_back < len(outcomes) and first_back / 60.0 - 1.3 < 0.1
+    T_align = truths[0] @ np.linalg.inv(outcomes[0].T_world_head)
+    dt, dr = pose_delta(T_align @ outcomes[first_back].T_world_head, truths[first_back])
+    assert dt < 0.03 and np.degrees(dr) < 1.0
+
+
+def test_relocalization_finds_the_pose_without_any_prior(tracked):
+    cascade, outcomes, truths = tracked
+    scene = PoseScene(seconds=2.0)
+    frame = scene.frame(90)
+    desc = landmark_descriptors(len(scene.landmarks_world))
+    keypoints = tuple(truth_keypoints(frame, c, desc, 0.5, np.random.default_rng(5)) for c in range(2))
+    far = np.eye(4)
+    far[:3, 3] = (2.0, 0.0, -1.0)
+    result = cascade.stages.relocalize(far, keypoints)
+    assert result.ok and result.cost > 0
+    dt, dr = pose_delta(result.T_world_head, outcomes[90].T_world_head)
+    assert dt < 0.01 and np.degrees(dr) < 0.3

@@ -1,0 +1,78 @@
+"""Rigid-transform helpers shared by the pose stages: 4x4 transforms, OpenCV rvec/tvec, pose differences.
+
+``T_a_b`` (4, 4) maps points from frame b to frame a; rotations go through ``scipy.spatial.transform.Rotation``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+
+def make_transform(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The 4x4 transform with rotation ``R`` (3, 3) and translation ``t`` (3,)."""
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = np.asarray(t, dtype=np.float64).ravel()
+    return T
+
+
+def invert(T: np.ndarray) -> np.ndarray:
+    """Inverse of a rigid transform, exact (R^T, -R^T t)."""
+    R, t = T[:3, :3], T[:3, 3]
+    return make_transform(R.T, -R.T @ t)
+
+
+def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply ``T`` (4, 4) to ``points`` (N, 3)."""
+    return points @ T[:3, :3].T + T[:3, 3]
+
+
+def to_rvec_tvec(T_cam_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV's (rvec (3, 1), tvec (3, 1)) for a world-to-camera transform."""
+    rvec = Rotation.from_matrix(T_cam_world[:3, :3]).as_rotvec().reshape(3, 1)
+    return rvec, T_cam_world[:3, 3].reshape(3, 1).copy()
+
+
+def from_rvec_tvec(rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
+    """The world-to-camera transform for OpenCV's (rvec, tvec)."""
+    return make_transform(Rotation.from_rotvec(np.ravel(rvec)).as_matrix(), np.ravel(tvec))
+
+
+def pose_delta(T_a: np.ndarray, T_b: np.ndarray) -> tuple[float, float]:
+    """(translation distance m, rotation angle rad) between two poses of the same frame."""
+    dt = float(np.linalg.norm(T_a[:3, 3] - T_b[:3, 3]))
+    dR = T_a[:3, :3].T @ T_b[:3, :3]
+    return dt, float(np.linalg.norm(Rotation.from_matrix(dR).as_rotvec()))
+
+
+def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The smallest rotation (3, 3) taking direction ``a`` (3,) to direction ``b`` (3,)."""
+    a = a / np.linalg.norm(a)
+    b = b / np.linalg.norm(b)
+    axis = np.cross(a, b)
+    s = float(np.linalg.norm(axis))
+    angle = float(np.arctan2(s, float(a @ b)))
+    if s < 1e-12:
+        if a @ b > 0:
+            return np.eye(3)
+        perp = np.cross(a, [1.0, 0.0, 0.0] if abs(a[0]) < 0.9 else [0.0, 1.0, 0.0])
+        return Rotation.from_rotvec(np.pi * perp / np.linalg.norm(perp)).as_matrix()
+    return Rotation.from_rotvec(axis / s * angle).as_matrix()
+
+
+def pose_to_tum_row(t_s: float, T: np.ndarray) -> list[float]:
+    """One TUM trajectory row: t tx ty tz qx qy qz qw."""
+    return [t_s, *T[:3, 3].tolist(), *Rotation.from_matrix(T[:3, :3]).as_quat().tolist()]
+
+
+def carry_rigidly(points: np.ndarray, known: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """``points`` (N, 3) moved by the rigid motion (Kabsch) that best takes ``points[known]`` onto
+    ``targets[known]``; a pure translation when fewer than three points are known."""
+    a, b = points[known], targets[known]
+    if len(a) < 3:
+        return points + (b - a).mean(axis=0)
+    ca, cb = a.mean(axis=0), b.mean(axis=0)
+    U, _, Vt = np.linalg.svd((b - cb).T @ (a - ca))
+    R = U @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))]) @ Vt
+    return (points - ca) @ R.T + cb

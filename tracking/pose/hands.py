@@ -1,0 +1,270 @@
+"""Hands: per-camera 2D joints -> stereo triangulation -> 21 joints in the world -> the 26 OpenXR joints.
+
+Joint orientations follow XR_EXT_hand_tracking: +Y out of the back of the hand, -Z along the bone towards the
+finger tip, X completing a right-handed frame. MediaPipe has no finger metacarpal bases, so those four OpenXR joints
+are placed a quarter of the way from the wrist to the knuckle (the carpometacarpal joints sit close to the wrist).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from skiptrack_types import HAND_SIDES, StereoRig
+from tracking.keypoints import HandKeypoints, Keypoints
+from tracking.pose.geometry import invert, transform_points
+from tracking.pose.stereo import rectify_points
+
+WRIST, THUMB_CMC, INDEX_MCP, MIDDLE_MCP, PINKY_MCP = 0, 1, 5, 9, 17
+FINGER_BASES = {"index": 5, "middle": 9, "ring": 13, "little": 17}
+METACARPAL_FRACTION = 0.25
+
+# 26 OpenXR joints as (MediaPipe index, or -1 for the palm / -2-k for finger k's metacarpal base)
+_OPENXR_FROM_MEDIAPIPE: tuple[int, ...] = (
+    -1, 0,
+    1, 2, 3, 4,
+    -2, 5, 6, 7, 8,
+    -3, 9, 10, 11, 12,
+    -4, 13, 14, 15, 16,
+    -5, 17, 18, 19, 20,
+)  # fmt: skip
+
+# Radii (m) of an average adult hand (palm 8.5 cm wide), per OpenXR joint, scaled by the measured palm width.
+_RADII_M = np.array(
+    [0.025, 0.020,
+     0.016, 0.012, 0.010, 0.008,
+     0.014, 0.011, 0.009, 0.008, 0.007,
+     0.014, 0.011, 0.009, 0.008, 0.007,
+     0.013, 0.010, 0.009, 0.007, 0.006,
+     0.012, 0.009, 0.008, 0.007, 0.006]
+)  # fmt: skip
+REFERENCE_PALM_WIDTH_M = 0.085
+
+# A flat right hand (21 MediaPipe joints, m) relative to its wrist: palm down (back +Y), fingers along -Z, thumb
+# towards -X. The starting guess for joints no camera has seen yet.
+_TEMPLATE_RIGHT = np.array(
+    [[0.0, 0.0, 0.0],
+     [-0.020, 0.0, -0.030], [-0.035, 0.0, -0.055], [-0.050, 0.0, -0.075], [-0.060, 0.0, -0.095],
+     [-0.020, 0.0, -0.090], [-0.022, 0.0, -0.130], [-0.023, 0.0, -0.155], [-0.024, 0.0, -0.175],
+     [0.000, 0.0, -0.092], [0.000, 0.0, -0.137], [0.000, 0.0, -0.165], [0.000, 0.0, -0.187],
+     [0.020, 0.0, -0.088], [0.022, 0.0, -0.128], [0.023, 0.0, -0.154], [0.024, 0.0, -0.174],
+     [0.040, 0.0, -0.080], [0.043, 0.0, -0.110], [0.045, 0.0, -0.130], [0.046, 0.0, -0.147]]
+)  # fmt: skip
+
+# The joint each bone points to (its child), for orientation; tips use their parent bone.
+_CHILD = {
+    0: 9,
+    1: 2,
+    2: 3,
+    3: 4,
+    5: 6,
+    6: 7,
+    7: 8,
+    9: 10,
+    10: 11,
+    11: 12,
+    13: 14,
+    14: 15,
+    15: 16,
+    17: 18,
+    18: 19,
+    19: 20,
+}
+_PARENT_OF_TIP = {4: 3, 8: 7, 12: 11, 16: 15, 20: 19}
+
+
+@dataclass(frozen=True)
+class HandConfig:
+    """Minimum joint confidence to use a 2D joint, maximum rectified row difference (px) for a stereo pair."""
+
+    min_confidence: float = 0.5
+    max_row_px: float = 3.0
+    min_triangulated: int = 6
+
+
+@dataclass(frozen=True, eq=False)
+class Hand3D:
+    """One hand in the world: ``joints_world`` (21, 3) m (MediaPipe order), ``valid`` (21,) (a position exists),
+    ``tracked`` (21,) (triangulated from both cameras this frame)."""
+
+    side: str
+    joints_world: np.ndarray
+    valid: np.ndarray
+    tracked: np.ndarray
+
+
+def pair_hands(
+    left: Keypoints, right: Keypoints, rig: StereoRig
+) -> list[tuple[str, HandKeypoints | None, HandKeypoints | None]]:
+    """Pair the hands seen by the two cameras by epipolar agreement, and settle their sides.
+
+    Each left-camera hand is paired with the right-camera hand whose joints lie on the same rectified rows; when
+    the two cameras disagree on the side, the more confident detection wins. At most one hand per side is kept.
+    """
+    rect = rig.rectification
+    rows_r = [rectify_points(rig.cam1, h.joints_px, rect.R1, rect.P1)[:, 1] for h in right.hands]
+    used_r: set[int] = set()
+    pairs: list[tuple[str, HandKeypoints | None, HandKeypoints | None]] = []
+    for hl in left.hands:
+        rows_l = rectify_points(rig.cam0, hl.joints_px, rect.R0, rect.P0)[:, 1]
+        best, best_err = None, np.inf
+        for j, hr in enumerate(right.hands):
+            if j in used_r:
+                continue
+            both = (hl.confidence > 0) & (hr.confidence > 0)
+            if both.sum() < 3:
+                continue
+            err = float(np.median(np.abs(rows_l[both] - rows_r[j][both])))
+            if err < best_err:
+                best, best_err = j, err
+        if best is not None and best_err < 5.0:
+            used_r.add(best)
+            hr = right.hands[best]
+            side = hl.side if hl.presence >= hr.presence else hr.side
+            pairs.append((side, hl, hr))
+        else:
+            pairs.append((hl.side, hl, None))
+    pairs.extend((hr.side, None, hr) for j, hr in enumerate(right.hands) if j not in used_r)
+    chosen: dict[str, tuple[str, HandKeypoints | None, HandKeypoints | None]] = {}
+    for pair in sorted(pairs, key=lambda p: -_pair_strength(p)):
+        side = pair[0] if pair[0] not in chosen else _other(pair[0])
+        if side not in chosen:
+            chosen[side] = (side, pair[1], pair[2])
+    return [chosen[s] for s in HAND_SIDES if s in chosen]
+
+
+def triangulate_hand(
+    side: str,
+    left: HandKeypoints | None,
+    right: HandKeypoints | None,
+    rig: StereoRig,
+    T_world_head: np.ndarray,
+    config: HandConfig | None = None,
+) -> Hand3D | None:
+    """The 21 joints in the world from one camera pair's detections of a hand.
+
+    Joints seen by both cameras are triangulated (tracked); joints seen by one camera are placed on their ray at
+    the median depth of the triangulated joints (valid, not tracked). None when too few joints triangulate.
+    """
+    config = config or HandConfig()
+    if left is None or right is None:
+        return None
+    conf_l = left.confidence >= config.min_confidence
+    conf_r = right.confidence >= config.min_confidence
+    both = conf_l & conf_r
+    if both.sum() < config.min_triangulated:
+        return None
+    rect = rig.rectification
+    l_rect = rectify_points(rig.cam0, left.joints_px, rect.R0, rect.P0)
+    r_rect = rectify_points(rig.cam1, right.joints_px, rect.R1, rect.P1)
+    both &= np.abs(l_rect[:, 1] - r_rect[:, 1]) <= config.max_row_px
+    both &= (l_rect[:, 0] - r_rect[:, 0]) > 0.5
+    if both.sum() < config.min_triangulated:
+        return None
+    X = cv2.triangulatePoints(rect.P0, rect.P1, l_rect[both].T, r_rect[both].T)
+    joints_cam0 = np.full((21, 3), np.nan)
+    joints_cam0[both] = (X[:3] / X[3]).T @ rect.R0
+    mono = conf_l & ~both
+    if mono.any():
+        depth = float(np.median(joints_cam0[both, 2]))
+        rays = rig.cam0.unproject(left.joints_px[mono])
+        joints_cam0[mono] = rays * depth
+    valid = both | mono
+    T_world_cam0 = T_world_head @ rig.T_head_cam0
+    joints_world = np.zeros((21, 3))
+    joints_world[valid] = transform_points(T_world_cam0, joints_cam0[valid])
+    missing = ~valid
+    if missing.any():
+        joints_world[missing] = joints_world[valid].mean(axis=0)
+    return Hand3D(side, joints_world, valid, both)
+
+
+def hand_joint_frames(side: str, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """World positions (26, 3) and orientations (26, 4) (x, y, z, w) of the OpenXR joints for 21 MediaPipe
+    ``joints`` (21, 3) of a ``side`` hand."""
+    index, pinky = joints[INDEX_MCP] - joints[WRIST], joints[PINKY_MCP] - joints[WRIST]
+    back = np.cross(index, pinky) if side == "left" else np.cross(pinky, index)
+    back = back / np.linalg.norm(back) if np.linalg.norm(back) > 1e-9 else np.array([0.0, 1.0, 0.0])
+    palm_dir = joints[MIDDLE_MCP] - joints[WRIST]
+    palm_dir = palm_dir if np.linalg.norm(palm_dir) > 1e-6 else np.array([0.0, 0.0, -1.0])
+    positions = np.zeros((26, 3))
+    tip_dirs = np.zeros((26, 3))
+    for k, src in enumerate(_OPENXR_FROM_MEDIAPIPE):
+        if src >= 0:
+            positions[k] = joints[src]
+            tip_dirs[k] = _bone_direction(src, joints)
+        elif src == -1:
+            positions[k] = 0.5 * (joints[WRIST] + joints[MIDDLE_MCP])
+            tip_dirs[k] = palm_dir
+        else:
+            base = list(FINGER_BASES.values())[-src - 2]
+            positions[k] = joints[WRIST] + METACARPAL_FRACTION * (joints[base] - joints[WRIST])
+            tip_dirs[k] = joints[base] - joints[WRIST]
+    return positions, _frame_quats(tip_dirs, back, palm_dir)
+
+
+def hand_template(side: str) -> np.ndarray:
+    """The template hand (21, 3) m of ``side`` (the left hand mirrors the right in X)."""
+    return _TEMPLATE_RIGHT * (np.array([-1.0, 1.0, 1.0]) if side == "left" else 1.0)
+
+
+def hand_radii(joints: np.ndarray) -> np.ndarray:
+    """Joint radii (26,) m scaled by the measured palm width (index to little knuckle)."""
+    width = float(np.linalg.norm(joints[INDEX_MCP] - joints[PINKY_MCP]))
+    # MediaPipe's knuckles span about 3/4 of the full palm width
+    scale = np.clip(width / (0.75 * REFERENCE_PALM_WIDTH_M), 0.5, 2.0)
+    return _RADII_M * scale
+
+
+def openxr_flags(valid21: np.ndarray, tracked21: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-OpenXR-joint valid and tracked flags (26,) from the 21 MediaPipe flags; derived joints need their
+    sources (palm: wrist and middle knuckle; metacarpal bases: wrist and their knuckle)."""
+    valid, tracked = np.zeros(26, bool), np.zeros(26, bool)
+    for k, src in enumerate(_OPENXR_FROM_MEDIAPIPE):
+        if src >= 0:
+            srcs = [src]
+        elif src == -1:
+            srcs = [WRIST, MIDDLE_MCP]
+        else:
+            srcs = [WRIST, list(FINGER_BASES.values())[-src - 2]]
+        valid[k] = valid21[srcs].all()
+        tracked[k] = tracked21[srcs].all()
+    return valid, tracked
+
+
+def joints_in_head(T_world_head: np.ndarray, joints_world: np.ndarray) -> np.ndarray:
+    """World joints (N, 3) expressed in the head frame."""
+    return transform_points(invert(T_world_head), joints_world)
+
+
+def _bone_direction(src: int, joints: np.ndarray) -> np.ndarray:
+    if src in _CHILD:
+        return joints[_CHILD[src]] - joints[src]
+    return joints[src] - joints[_PARENT_OF_TIP[src]]
+
+
+def _frame_quats(tip_dirs: np.ndarray, back: np.ndarray, fallback_dir: np.ndarray) -> np.ndarray:
+    """Quaternions (N, 4) of frames with -Z along ``tip_dirs`` (N, 3) and +Y as close to ``back`` (3,) as
+    orthogonality allows; coincident joints fall back to ``fallback_dir``, a bone along ``back`` to any
+    perpendicular."""
+    short = np.linalg.norm(tip_dirs, axis=1) < 1e-6
+    tip_dirs = np.where(short[:, None], fallback_dir, tip_dirs)
+    z = -tip_dirs / np.linalg.norm(tip_dirs, axis=1, keepdims=True)
+    y = back - (z @ back)[:, None] * z
+    flat = np.linalg.norm(y, axis=1) < 1e-6
+    if flat.any():
+        y[flat] = np.cross(z[flat], [1.0, 0.0, 0.0])
+        y[flat & (np.linalg.norm(y, axis=1) < 1e-6)] = np.cross(z[flat], [0.0, 1.0, 0.0])[0]
+    y = y / np.linalg.norm(y, axis=1, keepdims=True)
+    return Rotation.from_matrix(np.stack([np.cross(y, z), y, z], axis=2)).as_quat()
+
+
+def _pair_strength(pair: tuple[str, HandKeypoints | None, HandKeypoints | None]) -> float:
+    return sum(float(h.confidence.sum()) for h in pair[1:] if h is not None)
+
+
+def _other(side: str) -> str:
+    return HAND_SIDES[1 - HAND_SIDES.index(side)]

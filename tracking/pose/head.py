@@ -1,0 +1,373 @@
+"""Head pose stages: gyro/motion-model prediction, cheap tracking of a landmark subset, full frame-to-map matching
+with robust PnP, relocalization against keyframes, and map initialization/update.
+
+Every stage returns a ``StageResult`` with the head pose ``T_world_head`` (world: OpenXR axes, gravity-aligned when
+an IMU is present), quality features for the refinement gates, and its compute in deterministic units: one unit is
+one point reprojection, one descriptor comparison or one integrated IMU sample (so tests never depend on timing).
+PnP runs on undistorted, normalised coordinates (K = I) so pinhole and fisheye cameras share one path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+
+from skiptrack_types import StereoRig
+from tracking.keypoints import Keypoints
+from tracking.pose.geometry import (
+    from_rvec_tvec,
+    invert,
+    rotation_between,
+    to_rvec_tvec,
+    transform_points,
+)
+from tracking.pose.map import REJECTED, UNMATCHED, LandmarkMap, MapConfig
+from tracking.pose.stereo import StereoConfig, match_stereo
+
+GRAVITY_WORLD = np.array([0.0, -9.81, 0.0])
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Tolerances of the head stages (pixels are image pixels of the cameras)."""
+
+    stereo: StereoConfig = field(default_factory=StereoConfig)
+    map: MapConfig = field(default_factory=MapConfig)
+    track_subset: int = 150
+    track_lm_iterations: int = 10
+    track_radius_px: float = 10.0
+    search_radius_px: float = 30.0
+    search_growth_px_per_s: float = 400.0
+    max_search_radius_px: float = 250.0
+    min_inliers: int = 10
+    min_reloc_inliers: int = 15
+    inlier_px: float = 2.5
+    ransac_iterations: int = 100
+    reloc_iterations: int = 500
+    lm_iterations: int = 20
+    reloc_keyframes: int = 3
+
+
+@dataclass(frozen=True, eq=False)
+class StageResult:
+    """What one stage made of the frame: ``T_world_head`` (4, 4), whether it succeeded, its inlier count and RMS
+    reprojection residual (px), the landmark ids (K,) it tracked, the camera it used, and its compute units."""
+
+    T_world_head: np.ndarray
+    ok: bool
+    inliers: int = 0
+    residual_px: float = 0.0
+    tracked_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    camera: int = 0
+    cost: int = 0
+    left_ids: np.ndarray | None = None
+    """Per camera-0 keypoint: its landmark id, UNMATCHED or REJECTED (for the map update; None when the stage
+    used camera 1)."""
+
+
+def gravity_aligned_orientation(imu: np.ndarray, T_head_imu: np.ndarray) -> np.ndarray:
+    """World-from-head rotation (3, 3) whose +Y is up according to the mean accelerometer reading of ``imu``
+    (rows t_ns, gx, gy, gz, ax, ay, az); the smallest such rotation, so the start heading is kept."""
+    f_head = T_head_imu[:3, :3] @ imu[:, 4:7].mean(axis=0)
+    return rotation_between(f_head, -GRAVITY_WORLD)
+
+
+def integrate_gyro(
+    R_world_head: np.ndarray, imu: np.ndarray, prev_t_ns: int, T_head_imu: np.ndarray, bias: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate ``R_world_head`` by the gyro samples of ``imu`` after ``prev_t_ns``; returns (R (3, 3), mean angular
+    velocity in the head frame (3,) rad/s)."""
+    t = imu[:, 0]
+    keep = t > prev_t_ns
+    if not keep.any():
+        return R_world_head, np.zeros(3)
+    t = t[keep]
+    omega_head = (imu[keep, 1:4] - bias) @ T_head_imu[:3, :3].T
+    dt = np.diff(np.concatenate([[prev_t_ns], t])) * 1e-9
+    R = Rotation.from_matrix(R_world_head)
+    for w, d in zip(omega_head, dt, strict=True):
+        R = R * Rotation.from_rotvec(w * d)
+    return R.as_matrix(), omega_head.mean(axis=0)
+
+
+class HeadStages:
+    """The head-pose stages over one rig and one map."""
+
+    def __init__(self, rig: StereoRig, descriptor_dim: int, config: HeadConfig | None = None) -> None:
+        self.rig = rig
+        self.config = config or HeadConfig()
+        self.map = LandmarkMap(descriptor_dim, self.config.map)
+        self._T_head_cam = (rig.T_head_cam0, rig.T_head_cam1)
+
+    # ------------------------------------------------------------------------------------------- map
+
+    def initialize(self, seq: int, T_world_head: np.ndarray, keypoints: tuple[Keypoints, Keypoints]) -> StageResult:
+        """Start the map from one stereo frame seen at ``T_world_head``; fails with too few stereo matches."""
+        stereo = match_stereo(keypoints[0], keypoints[1], self.rig, self.config.stereo)
+        cost = len(keypoints[0]) + len(keypoints[1]) + stereo.comparisons + 3 * len(stereo)
+        if len(stereo) < self.config.min_reloc_inliers:
+            return StageResult(T_world_head, ok=False, cost=cost)
+        left_ids = np.full(len(keypoints[0]), UNMATCHED)
+        ids = self.map.fuse(T_world_head @ self.rig.T_head_cam0, stereo, left_ids, self.rig.cam0.fx)
+        self.map.add_keyframe(seq, T_world_head, ids)
+        tracked = self._spread(keypoints[0].points_px[stereo.left_index], ids)
+        return StageResult(T_world_head, True, len(ids), 0.0, tracked, 0, cost)
+
+    def update_map(
+        self, seq: int, T_world_head: np.ndarray, keypoints: tuple[Keypoints, Keypoints], left_ids: np.ndarray
+    ) -> int:
+        """Triangulate the stereo pair at the refined pose and fuse it into the map; returns compute units.
+
+        ``left_ids`` per camera-0 keypoint (see StageResult); when none is UNMATCHED (the tracking stage) only
+        the matched keypoints are stereo-matched, refining known landmarks without adding new ones."""
+        left = keypoints[0]
+        known_only = not (left_ids == UNMATCHED).any()
+        if known_only:
+            # only refine landmarks the frame already matched: stereo-match just those left keypoints
+            use = np.flatnonzero(left_ids >= 0)
+            left = Keypoints(left.points_px[use], left.scores[use], left.descriptors[use])
+            left_ids = left_ids[use]
+        stereo = match_stereo(left, keypoints[1], self.rig, self.config.stereo)
+        ids = self.map.fuse(T_world_head @ self.rig.T_head_cam0, stereo, left_ids, self.rig.cam0.fx)
+        if not known_only and self.map.needs_keyframe(T_world_head):
+            self.map.add_keyframe(seq, T_world_head, ids)
+        return len(left) + len(keypoints[1]) + stereo.comparisons + 3 * len(stereo)
+
+    # ------------------------------------------------------------------------------------------- stages
+
+    def track_guided(self, T_pred: np.ndarray, keypoints: tuple[Keypoints, ...]) -> StageResult:
+        """Stage 1: guided tracking. The map landmarks predicted in view (at most ``track_subset``, spread over
+        the image) are looked for only within ``track_radius_px`` of their predicted projections, and the pose is
+        refined by Levenberg–Marquardt from the prediction: no RANSAC, no wide search. Keypoints unlike every
+        landmark in view are marked new (UNMATCHED) so that the map update can grow the map."""
+        cost = 0
+        best = StageResult(T_pred, ok=False)
+        for cam in self._camera_order(keypoints):
+            kp = keypoints[cam]
+            pixels = self._project(T_pred, self.map.positions, cam)
+            cost += len(self.map)
+            inside = np.flatnonzero(np.isfinite(pixels).all(axis=1))
+            if len(kp) < self.config.min_inliers or len(inside) < self.config.min_inliers:
+                continue
+            ids = self._spread(pixels[inside], inside)
+            pairs = cKDTree(kp.points_px).query_ball_point(pixels[ids], self.config.track_radius_px)
+            landmark_idx, kp_idx = _pairs_to_arrays(pairs)
+            cost += len(kp_idx)
+            allowed = np.zeros((len(kp), len(ids)), bool)
+            allowed[kp_idx, landmark_idx] = True
+            kp_index, landmark_ids = self.map.match(kp.descriptors, ids, allowed)
+            if len(kp_index) < self.config.min_inliers:
+                continue
+            result = self._refine(T_pred, landmark_ids, kp.points_px[kp_index], cam, ransac=False)
+            cost += result.cost
+            if result.ok:
+                left_ids = None
+                if cam == 0:
+                    left_ids = np.full(len(kp), REJECTED)
+                    inlier = np.isin(landmark_ids, result.tracked_ids)
+                    left_ids[kp_index[inlier]] = landmark_ids[inlier]
+                    # keypoints unlike every landmark in view are new: the map grows here too, without duplicates
+                    rest = np.setdiff1d(np.arange(len(kp)), kp_index)
+                    if len(rest):
+                        similarity = kp.descriptors[rest] @ self.map.descriptors[inside].T
+                        cost += similarity.size
+                        left_ids[rest[similarity.max(axis=1) < self.config.map.min_similarity]] = UNMATCHED
+                return StageResult(
+                    result.T_world_head,
+                    True,
+                    result.inliers,
+                    result.residual_px,
+                    result.tracked_ids,
+                    cam,
+                    cost,
+                    left_ids,
+                )
+            best = result
+        return StageResult(best.T_world_head, False, best.inliers, best.residual_px, camera=best.camera, cost=cost)
+
+    def match_full(self, T_pred: np.ndarray, keypoints: tuple[Keypoints, ...], seconds_since_fix: float) -> StageResult:
+        """Stage 2: match every keypoint against every map landmark predicted near it, then RANSAC PnP + LM."""
+        radius = min(
+            self.config.search_radius_px + self.config.search_growth_px_per_s * seconds_since_fix,
+            self.config.max_search_radius_px,
+        )
+        cost = 0
+        failed = StageResult(T_pred, ok=False)
+        for cam in self._camera_order(keypoints):
+            kp = keypoints[cam]
+            pixels = self._project(T_pred, self.map.positions, cam)
+            cost += len(self.map)
+            inside = np.flatnonzero(np.isfinite(pixels).all(axis=1))
+            if len(kp) < self.config.min_inliers or len(inside) < self.config.min_inliers:
+                continue
+            pairs = cKDTree(pixels[inside]).query_ball_point(kp.points_px, radius)
+            k_idx, c_idx = _pairs_to_arrays(pairs)
+            cost += len(k_idx)
+            allowed = np.zeros((len(kp), len(inside)), bool)
+            allowed[k_idx, c_idx] = True
+            kp_index, landmark_ids = self.map.match(kp.descriptors, inside, allowed)
+            if len(kp_index) < self.config.min_inliers:
+                continue
+            result = self._refine(T_pred, landmark_ids, kp.points_px[kp_index], cam, ransac=True)
+            cost += result.cost
+            if not result.ok:
+                failed = result
+                continue
+            left_ids = None
+            if cam == 0:
+                left_ids = np.full(len(kp), UNMATCHED)
+                left_ids[kp_index] = REJECTED
+                inlier = np.isin(landmark_ids, result.tracked_ids)
+                left_ids[kp_index[inlier]] = landmark_ids[inlier]
+            tracked = self._spread(
+                kp.points_px[kp_index[np.isin(landmark_ids, result.tracked_ids)]],
+                landmark_ids[np.isin(landmark_ids, result.tracked_ids)],
+            )
+            return StageResult(
+                result.T_world_head, True, result.inliers, result.residual_px, tracked, cam, cost, left_ids
+            )
+        return StageResult(failed.T_world_head, False, failed.inliers, failed.residual_px, cost=cost)
+
+    def relocalize(self, T_guess: np.ndarray, keypoints: tuple[Keypoints, ...]) -> StageResult:
+        """Stage 3: find the keyframes sharing most descriptors with the frame and solve PnP against their
+        landmarks without any motion prior."""
+        cost = 0
+        if not self.map.keyframes:
+            return StageResult(T_guess, ok=False)
+        for cam in self._camera_order(keypoints):
+            kp = keypoints[cam]
+            if len(kp) < self.config.min_reloc_inliers:
+                continue
+            scores = []
+            for kf in self.map.keyframes:
+                q, _ = self.map.match(kp.descriptors, kf.landmark_ids)
+                cost += len(kp) * len(kf.landmark_ids)
+                scores.append(len(q))
+            order = np.argsort(scores)[::-1][: self.config.reloc_keyframes]
+            candidates = np.unique(np.concatenate([self.map.keyframes[i].landmark_ids for i in order]))
+            kp_index, landmark_ids = self.map.match(kp.descriptors, candidates)
+            cost += len(kp) * len(candidates)
+            if len(kp_index) < self.config.min_reloc_inliers:
+                continue
+            T_seed = self.map.keyframes[int(order[0])].T_world_head
+            result = self._refine(T_seed, landmark_ids, kp.points_px[kp_index], cam, ransac=True, reloc=True)
+            cost += result.cost
+            if result.ok and result.inliers >= self.config.min_reloc_inliers:
+                tracked = self._spread(
+                    kp.points_px[kp_index[np.isin(landmark_ids, result.tracked_ids)]],
+                    landmark_ids[np.isin(landmark_ids, result.tracked_ids)],
+                )
+                return StageResult(result.T_world_head, True, result.inliers, result.residual_px, tracked, cam, cost)
+        return StageResult(T_guess, ok=False, cost=cost)
+
+    # ------------------------------------------------------------------------------------------- helpers
+
+    def _camera_order(self, keypoints: tuple[Keypoints, ...]) -> list[int]:
+        """Cameras to try, the one with more keypoints first (a covered camera has none)."""
+        return sorted(range(len(keypoints)), key=lambda c: -len(keypoints[c]))
+
+    def _project(self, T_world_head: np.ndarray, points_world: np.ndarray, cam: int) -> np.ndarray:
+        """Pixels (N, 2) of world points in camera ``cam``; NaN when behind it or outside its image."""
+        camera = self.rig.cameras[cam]
+        if len(points_world) == 0:
+            return np.zeros((0, 2))
+        points_cam = transform_points(invert(T_world_head @ self._T_head_cam[cam]), points_world)
+        pixels = camera.project(points_cam)
+        outside = (
+            (pixels[:, 0] < -5)
+            | (pixels[:, 0] > camera.width + 5)
+            | (pixels[:, 1] < -5)
+            | (pixels[:, 1] > camera.height + 5)
+        )
+        pixels[outside] = np.nan
+        return pixels
+
+    def _refine(
+        self,
+        T_guess: np.ndarray,
+        landmark_ids: np.ndarray,
+        pixels: np.ndarray,
+        cam: int,
+        ransac: bool,
+        reloc: bool = False,
+    ) -> StageResult:
+        """PnP of ``landmark_ids`` observed at ``pixels`` in camera ``cam``: optional RANSAC, then LM on inliers,
+        a 3-sigma-style inlier cut at ``inlier_px`` and a second LM. Returns the head pose."""
+        cfg = self.config
+        camera = self.rig.cameras[cam]
+        T_head_cam = self._T_head_cam[cam]
+        obj = self.map.positions[landmark_ids].astype(np.float64)
+        norm = camera.undistort_points(pixels)
+        thresh = cfg.inlier_px / camera.fx
+        rvec, tvec = to_rvec_tvec(invert(T_guess @ T_head_cam))
+        cost = 0
+        keep = np.ones(len(obj), bool)
+        if ransac:
+            iterations = cfg.reloc_iterations if reloc else cfg.ransac_iterations
+            ok, r, t, inl = cv2.solvePnPRansac(
+                obj,
+                norm,
+                np.eye(3),
+                None,
+                rvec.copy(),
+                tvec.copy(),
+                useExtrinsicGuess=not reloc,
+                iterationsCount=iterations,
+                reprojectionError=thresh,
+                confidence=0.999,
+                flags=cv2.SOLVEPNP_ITERATIVE,
+            )
+            cost += iterations * len(obj)
+            if not ok or inl is None or len(inl) < cfg.min_inliers:
+                return StageResult(T_guess, ok=False, camera=cam, cost=cost)
+            rvec, tvec = r, t
+            keep = np.zeros(len(obj), bool)
+            keep[inl.ravel()] = True
+        lm_iterations = cfg.lm_iterations if ransac else cfg.track_lm_iterations
+        criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, lm_iterations, 1e-10)
+        for _ in range(2):
+            if keep.sum() < cfg.min_inliers:
+                return StageResult(T_guess, ok=False, camera=cam, cost=cost)
+            rvec, tvec = cv2.solvePnPRefineLM(obj[keep], norm[keep], np.eye(3), None, rvec, tvec, criteria)
+            cost += lm_iterations * int(keep.sum())
+            proj, _ = cv2.projectPoints(obj, rvec, tvec, np.eye(3), None)
+            err_px = np.linalg.norm(proj.reshape(-1, 2) - norm, axis=1) * camera.fx
+            cost += len(obj)
+            new_keep = err_px < cfg.inlier_px
+            if np.array_equal(new_keep, keep):
+                break
+            keep = new_keep
+        inliers = int(keep.sum())
+        if inliers < cfg.min_inliers:
+            return StageResult(T_guess, ok=False, camera=cam, cost=cost)
+        T_world_head = invert(from_rvec_tvec(rvec, tvec)) @ invert(T_head_cam)
+        residual = float(np.sqrt(np.mean(err_px[keep] ** 2)))
+        return StageResult(T_world_head, True, inliers, residual, landmark_ids[keep], cam, cost)
+
+    def _spread(self, pixels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Up to ``track_subset`` landmark ids spread over a 4x3 image grid, round-robin over the cells."""
+        k = self.config.track_subset
+        if len(ids) <= k:
+            return ids.copy()
+        cam = self.rig.cam0
+        cell = (
+            np.clip(pixels[:, 0] * 4 // cam.width, 0, 3) + 4 * np.clip(pixels[:, 1] * 3 // cam.height, 0, 2)
+        ).astype(int)
+        rank = np.zeros(len(ids), int)
+        for c in np.unique(cell):
+            members = np.flatnonzero(cell == c)
+            rank[members] = np.arange(len(members))
+        order = np.lexsort((cell, rank))
+        return ids[order[:k]]
+
+
+def _pairs_to_arrays(pairs: list[list[int]] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cKDTree.query_ball_point's per-query lists -> (query index, neighbour index) arrays."""
+    counts = np.fromiter((len(p) for p in pairs), np.int64, len(pairs))
+    queries = np.repeat(np.arange(len(pairs)), counts)
+    neighbours = np.fromiter((j for p in pairs for j in p), np.int64, int(counts.sum()))
+    return queries, neighbours

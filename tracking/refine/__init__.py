@@ -1,0 +1,1 @@
+"""The early-exit refinement cascade of the head pose and its learned exit gates."""

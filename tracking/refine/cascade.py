@@ -1,0 +1,301 @@
+"""The early-exit refinement cascade for the head pose, and the head's motion state.
+
+Stages of increasing cost (``ExitStage``): 0 predict from the gyro and the motion model; 1 guided tracking of the
+landmarks predicted in view (tight search window, LM from the prediction, no RANSAC, no new landmarks); 2 full
+frame-to-map matching + RANSAC PnP + LM and the map update (new landmarks, keyframes); 3 relocalize against
+keyframes. After stages 0 and 1 a learned gate (tracking.refine.gates) decides whether to stop. Hard rules keep
+the map alive whatever the gates say: a full stage at least every ``max_since_full_s``, and whenever tracking
+found fewer than ``min_tracked`` landmarks or explained less than ``min_matched_fraction`` of the keypoints
+(a new view the map must grow into). With no gates the cascade always runs to the full stage.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from skiptrack_types import StereoRig, TrackingFlags
+from tracking.keypoints import Keypoints
+from tracking.pose.geometry import make_transform, pose_delta
+from tracking.pose.head import HeadConfig, HeadStages, StageResult, gravity_aligned_orientation, integrate_gyro
+from tracking.refine.gates import GATE_FEATURES, GateSet
+
+
+class ExitStage(enum.IntEnum):
+    """The stage a pose exited at."""
+
+    PREDICT = 0
+    TRACK = 1
+    FULL = 2
+    RELOCALIZE = 3
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    """``gates`` None = always run the full cascade; ``threshold`` overrides the gates' own; ``supervise`` runs
+    every stage on every frame (for on-the-fly gate labels) while committing what the gates choose."""
+
+    head: HeadConfig = field(default_factory=HeadConfig)
+    gates: GateSet | None = None
+    threshold: float | None = None
+    max_since_full_s: float = 0.5
+    min_tracked: int = 20
+    min_matched_fraction: float = 0.85
+    max_predict_s: float = 0.1
+    lost_position_s: float = 1.0
+    bias_window_s: float = 0.3
+    bias_gain: float = 0.3
+    supervise: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class CascadeOutcome:
+    """One frame's head result: ``T_world_head`` (4, 4), exit stage, flags, world-frame velocities (m/s, rad/s),
+    compute units per stage run, and (for training) the gate features and pose after every stage that ran."""
+
+    T_world_head: np.ndarray
+    exit_stage: ExitStage
+    flags: TrackingFlags
+    linear_velocity: np.ndarray
+    angular_velocity: np.ndarray
+    stage_costs: dict[int, int]
+    spent_cost: int
+    features: dict[int, np.ndarray]
+    stage_poses: dict[int, np.ndarray]
+    relocalized: bool = False
+
+
+class RefinementCascade:
+    """Runs the head stages frame by frame and keeps the motion state between frames."""
+
+    def __init__(self, rig: StereoRig, descriptor_dim: int, config: CascadeConfig | None = None) -> None:
+        self.config = config or CascadeConfig()
+        self.rig = rig
+        self.stages = HeadStages(rig, descriptor_dim, self.config.head)
+        self._T: np.ndarray | None = None
+        self._velocity = np.zeros(3)
+        self._omega_world = np.zeros(3)
+        self._bias = np.zeros(3)
+        self._tracked_ids = np.zeros(0, np.int64)
+        self._ok = False
+        self._prev_t_ns: int | None = None
+        self._fix_t_ns: int | None = None
+        self._fix_position = np.zeros(3)
+        self._full_t_ns: int | None = None
+        self._anchor: tuple[int, np.ndarray] | None = None
+        self._gyro_since_anchor = np.eye(3)
+
+    @property
+    def initialized(self) -> bool:
+        return self._T is not None
+
+    def break_motion(self) -> None:
+        """Forget the motion prior (after a gap in the frames): the next frame is matched in full."""
+        self._velocity = np.zeros(3)
+        self._ok = False
+        self._anchor = None
+
+    def step(self, seq: int, t_ns: int, keypoints: tuple[Keypoints, ...], imu: np.ndarray | None) -> CascadeOutcome:
+        """Estimate the head pose of one frame from its keypoints (one per camera) and IMU rows (or None)."""
+        imu = imu if imu is not None and len(imu) else None
+        if self._T is None:
+            return self._initialize(seq, t_ns, keypoints, imu)
+        cfg = self.config
+        dt = max((t_ns - self._prev_t_ns) * 1e-9, 1e-6)
+        since_fix = (t_ns - self._fix_t_ns) * 1e-9
+        since_full = (t_ns - self._full_t_ns) * 1e-9
+
+        # stage 0: gyro (or the last angular velocity) and constant velocity
+        R_prev = self._T[:3, :3]
+        if imu is not None:
+            R_pred, omega_head = integrate_gyro(R_prev, imu, self._prev_t_ns, self.rig.T_head_imu, self._bias)
+            self._omega_world = R_pred @ omega_head
+        else:
+            R_pred = Rotation.from_rotvec(self._omega_world * dt).as_matrix() @ R_prev
+        velocity = self._velocity if self._ok else np.zeros(3)
+        T_pred = make_transform(R_pred, self._T[:3, 3] + velocity * dt)
+        costs = {0: len(imu) if imu is not None else 1}
+        gyro_rate = float(np.linalg.norm(self._omega_world))
+        speed = float(np.linalg.norm(velocity))
+        features = {0: _features(None, T_pred, T_pred, 1.0, gyro_rate, speed, since_full)}
+        poses = {0: T_pred}
+        forced = not self._ok or since_full >= cfg.max_since_full_s or len(self._tracked_ids) < cfg.min_tracked
+
+        committed: tuple[ExitStage, StageResult | None] | None = None
+        if not forced and self._gate(0, features[0]):
+            committed = (ExitStage.PREDICT, None)
+        r1: StageResult | None = None
+        if (committed is None or cfg.supervise) and self._ok:
+            r1 = self.stages.track_guided(T_pred, keypoints)
+            costs[1] = r1.cost
+            matched = r1.inliers / max(len(keypoints[r1.camera]), 1)
+            features[1] = _features(r1, r1.T_world_head, T_pred, matched, gyro_rate, speed, since_full)
+            if r1.ok:
+                poses[1] = r1.T_world_head
+                # few landmarks, or many keypoints the map does not explain yet (a new view): grow the map
+                thin = len(r1.tracked_ids) < cfg.min_tracked or matched < cfg.min_matched_fraction
+                if committed is None and not forced and not thin and self._gate(1, features[1]):
+                    committed = (ExitStage.TRACK, r1)
+                    if r1.left_ids is not None:
+                        costs[1] += self.stages.update_map(seq, r1.T_world_head, keypoints, r1.left_ids)
+        relocalized = False
+        if committed is None or cfg.supervise:
+            T_start = r1.T_world_head if r1 is not None and r1.ok else T_pred
+            r2 = self.stages.match_full(T_start, keypoints, since_fix)
+            costs[2] = r2.cost
+            if r2.ok:
+                poses[2] = r2.T_world_head
+                if committed is None:
+                    committed = (ExitStage.FULL, r2)
+                    if r2.left_ids is not None:
+                        costs[2] += self.stages.update_map(seq, r2.T_world_head, keypoints, r2.left_ids)
+            else:
+                r3 = self.stages.relocalize(T_pred, keypoints)
+                costs[3] = r3.cost
+                if r3.ok:
+                    poses[3] = r3.T_world_head
+                    if committed is None:
+                        committed = (ExitStage.RELOCALIZE, r3)
+                        relocalized = not self._ok or since_fix > cfg.max_predict_s
+        return self._commit(seq, t_ns, imu, T_pred, committed, costs, features, poses, relocalized)
+
+    # ------------------------------------------------------------------------------------------- internals
+
+    def _gate(self, stage: int, features: np.ndarray) -> bool:
+        gates = self.config.gates
+        return gates is not None and gates.should_exit(stage, features, self.config.threshold)
+
+    def _initialize(
+        self, seq: int, t_ns: int, keypoints: tuple[Keypoints, ...], imu: np.ndarray | None
+    ) -> CascadeOutcome:
+        R0 = gravity_aligned_orientation(imu, self.rig.T_head_imu) if imu is not None else np.eye(3)
+        T0 = make_transform(R0, np.zeros(3))
+        result = self.stages.initialize(seq, T0, (keypoints[0], keypoints[1]))
+        self._prev_t_ns = t_ns
+        costs = {int(ExitStage.FULL): result.cost}
+        if result.ok:
+            self._T = T0
+            self._tracked_ids = result.tracked_ids
+            self._ok = True
+            self._fix_t_ns = self._full_t_ns = t_ns
+            self._fix_position = T0[:3, 3].copy()
+            self._anchor = (t_ns, R0.copy())
+            flags = TrackingFlags.tracked()
+        else:
+            flags = TrackingFlags.lost()
+        return CascadeOutcome(
+            T0, ExitStage.FULL, flags, np.zeros(3), np.zeros(3), costs, result.cost, {}, {int(ExitStage.FULL): T0}
+        )
+
+    def _commit(
+        self,
+        seq: int,
+        t_ns: int,
+        imu: np.ndarray | None,
+        T_pred: np.ndarray,
+        committed: tuple[ExitStage, StageResult | None] | None,
+        costs: dict[int, int],
+        features: dict[int, np.ndarray],
+        poses: dict[int, np.ndarray],
+        relocalized: bool,
+    ) -> CascadeOutcome:
+        cfg = self.config
+        R_prev = self._T[:3, :3]
+        if imu is not None:
+            self._gyro_since_anchor = self._gyro_since_anchor @ (R_prev.T @ T_pred[:3, :3])
+        if committed is None:
+            stage = max(costs)
+            T = T_pred
+            self._ok = False
+            since_fix = (t_ns - self._fix_t_ns) * 1e-9
+            flags = TrackingFlags(
+                orientation_valid=True,
+                orientation_tracked=imu is not None and since_fix < cfg.lost_position_s,
+                position_valid=since_fix < cfg.lost_position_s,
+                position_tracked=False,
+            )
+            self._velocity = np.zeros(3)
+            self._anchor = None
+        else:
+            stage, result = committed
+            T = T_pred if result is None else result.T_world_head
+            if result is None:
+                since_fix = (t_ns - self._fix_t_ns) * 1e-9
+                flags = TrackingFlags.tracked() if since_fix <= cfg.max_predict_s else TrackingFlags.predicted()
+            else:
+                self._vision_fix(t_ns, T, imu is not None)
+                self._tracked_ids = result.tracked_ids
+                self._ok = True
+                flags = TrackingFlags.tracked()
+                if stage >= ExitStage.FULL:
+                    self._full_t_ns = t_ns
+        if imu is None and committed is not None and committed[1] is not None:
+            dt = max((t_ns - self._prev_t_ns) * 1e-9, 1e-6)
+            self._omega_world = Rotation.from_matrix(T[:3, :3] @ R_prev.T).as_rotvec() / dt
+        self._T = T
+        self._prev_t_ns = t_ns
+        spent = sum(c for k, c in costs.items() if k <= stage) if committed is not None else sum(costs.values())
+        return CascadeOutcome(
+            T,
+            ExitStage(stage),
+            flags,
+            self._velocity.copy(),
+            self._omega_world.copy(),
+            costs,
+            spent,
+            features,
+            poses,
+            relocalized,
+        )
+
+    def _vision_fix(self, t_ns: int, T: np.ndarray, has_imu: bool) -> None:
+        """Update velocity and gyro bias from a pose the cameras confirmed."""
+        since_fix = (t_ns - self._fix_t_ns) * 1e-9
+        if self._ok and since_fix > 0:
+            v_new = (T[:3, 3] - self._fix_position) / since_fix
+            self._velocity = 0.5 * self._velocity + 0.5 * v_new
+        self._fix_t_ns = t_ns
+        self._fix_position = T[:3, 3].copy()
+        if not has_imu:
+            return
+        if self._anchor is None:
+            self._anchor, self._gyro_since_anchor = (t_ns, T[:3, :3].copy()), np.eye(3)
+            return
+        anchor_t, R_anchor = self._anchor
+        window = (t_ns - anchor_t) * 1e-9
+        if window >= self.config.bias_window_s:
+            # gyro said R_anchor · ΔR; vision says T: the difference over the window is the residual bias
+            residual = Rotation.from_matrix((R_anchor @ self._gyro_since_anchor).T @ T[:3, :3]).as_rotvec()
+            self._bias = self._bias - self.config.bias_gain * (self.rig.T_head_imu[:3, :3].T @ residual) / window
+            self._anchor, self._gyro_since_anchor = (t_ns, T[:3, :3].copy()), np.eye(3)
+
+
+def _features(
+    result: StageResult | None,
+    T_stage: np.ndarray,
+    T_pred: np.ndarray,
+    found_fraction: float,
+    gyro_rate: float,
+    speed: float,
+    since_full: float,
+) -> np.ndarray:
+    """The gate feature vector (GATE_FEATURES order) after a stage."""
+    dt, dr = pose_delta(T_stage, T_pred)
+    failed = result is not None and not result.ok
+    inliers = result.inliers if result is not None else 0
+    residual = result.residual_px if result is not None else 0.0
+    values = (
+        float(failed),
+        np.log1p(inliers),
+        residual,
+        found_fraction,
+        dt * 1e3,
+        np.degrees(dr),
+        gyro_rate,
+        speed,
+        since_full,
+    )
+    return np.array(values, dtype=np.float64).reshape(len(GATE_FEATURES))

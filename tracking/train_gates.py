@@ -1,0 +1,117 @@
+"""Train the refinement cascade's exit gates on the synthetic world: ``python -m tracking.train_gates``.
+
+FrameExit-style on-the-fly supervision: every frame runs every stage; the label of the gate after stage k is
+"the full stage moved the pose by less than τ". Two rounds: the first follows the always-full cascade, the second
+commits what the first round's gates choose (so the gates also see the states their own exits lead to), while
+still running every stage for labels. Writes tracking/weights/gates.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from skiptrack_types import SkipTrackError
+from tracking.pose.geometry import pose_delta
+from tracking.refine.cascade import CascadeConfig, RefinementCascade
+from tracking.refine.gates import DEFAULT_GATES_PATH, Gate, GateSet
+from tracking.tracker import TruthKeypointProvider
+
+TRAIN_SCENARIOS = ("still_hand", "seated", "look_around", "walk", "fast")
+TRAIN_SEEDS = (100, 101)
+"""Seeds used for training; evaluation uses other (held-out) seeds."""
+
+
+def collect(
+    frames, rig, gates: GateSet | None, tau_m: float, tau_deg: float, seed: int
+) -> dict[int, tuple[list[np.ndarray], list[bool]]]:
+    """Per gated stage, (feature vectors, labels) from one sequence run in supervise mode."""
+    provider = TruthKeypointProvider(seed=seed)
+    cascade: RefinementCascade | None = None
+    data: dict[int, tuple[list[np.ndarray], list[bool]]] = {0: ([], []), 1: ([], [])}
+    for frame in frames:
+        keypoints = provider(frame)
+        if cascade is None:
+            cascade = RefinementCascade(
+                rig, keypoints[0].descriptors.shape[1], CascadeConfig(gates=gates, supervise=True)
+            )
+        outcome = cascade.step(frame.seq, frame.t_ns, keypoints, frame.imu)
+        reference = outcome.stage_poses.get(2, outcome.stage_poses.get(3))
+        if reference is None or not outcome.features:
+            continue
+        for stage in (0, 1):
+            if stage not in outcome.features:
+                continue
+            pose = outcome.stage_poses.get(stage)
+            label = False
+            if pose is not None:
+                dt, dr = pose_delta(pose, reference)
+                label = dt < tau_m and np.degrees(dr) < tau_deg
+            data[stage][0].append(outcome.features[stage])
+            data[stage][1].append(label)
+    return data
+
+
+def train(seconds: float, tau_m: float, tau_deg: float, threshold: float, rounds: int) -> tuple[GateSet, dict]:
+    from hardware import open_source
+
+    gates: GateSet | None = None
+    report: dict = {}
+    sequences = []
+    for scenario in TRAIN_SCENARIOS:
+        for seed in TRAIN_SEEDS:
+            with open_source(f"synthetic:{scenario}", seconds=seconds, seed=seed) as source:
+                sequences.append((scenario, seed, source.rig, list(source)))
+    for round_ in range(rounds):
+        features: dict[int, list[np.ndarray]] = {0: [], 1: []}
+        labels: dict[int, list[bool]] = {0: [], 1: []}
+        for _scenario, seed, rig, frames in tqdm(sequences, desc=f"round {round_ + 1}/{rounds}"):
+            data = collect(frames, rig, gates, tau_m, tau_deg, seed)
+            for stage in (0, 1):
+                features[stage] += data[stage][0]
+                labels[stage] += data[stage][1]
+        fitted = {}
+        for stage in (0, 1):
+            x, y = np.array(features[stage]), np.array(labels[stage])
+            fitted[stage] = Gate.fit(x, y)
+            p = np.array([fitted[stage].probability(v) for v in x])
+            exits = p >= threshold
+            report[f"round{round_ + 1}_stage{stage}"] = {
+                "samples": len(y),
+                "positive_rate": float(y.mean()),
+                "exit_rate": float(exits.mean()),
+                "exit_precision": float(y[exits].mean()) if exits.any() else float("nan"),
+            }
+        gates = GateSet(fitted, threshold, tau_m, tau_deg)
+    return gates, report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tracking.train_gates", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per training sequence")
+    parser.add_argument("--tau-mm", type=float, default=2.0, help="τ: translation tolerance, mm")
+    parser.add_argument("--tau-deg", type=float, default=0.1, help="τ: rotation tolerance, degrees")
+    parser.add_argument("--threshold", type=float, default=0.7, help="exit when P(within τ) reaches this")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=DEFAULT_GATES_PATH)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    try:
+        gates, report = train(args.seconds, args.tau_mm * 1e-3, args.tau_deg, args.threshold, args.rounds)
+    except SkipTrackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    gates.save(args.out)
+    print(json.dumps({"out": str(args.out), **report}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
