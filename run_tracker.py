@@ -80,6 +80,7 @@ class RunStats:
     hand_gt: list[np.ndarray] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     heads_published: int = 0
+    has_truth: bool = False
 
     def fps(self) -> float:
         elapsed = time.perf_counter() - self.started
@@ -115,6 +116,8 @@ class RunStats:
             "tracked_fraction": round(self.tracked / self.frames, 4) if self.frames else 0.0,
             "head_poses_published": self.heads_published,
         }
+        if self.has_truth:
+            out.update(head_ate_m=None, head_ate_deg=None, hand_mpjpe_mm=None, hand_frames=len(self.hand_est))
         if len(self.est) >= 3:
             ate_m, ate_deg, alignment = ate(np.array(self.est), np.array(self.gt))
             out["head_ate_m"] = round(ate_m, 5)
@@ -279,6 +282,7 @@ def _account(stats: RunStats, frame: Frame, result, provider) -> None:
     if head is None:
         return
     stats.tracked += int(head.flags.position_tracked)
+    stats.has_truth = stats.has_truth or frame.truth is not None
     if frame.truth is not None and head.flags.position_tracked:
         stats.est.append(head.T_world_head)
         stats.gt.append(frame.truth.T_world_head)

@@ -1,0 +1,121 @@
+"""run_tracker.py as a user runs it: a real subprocess, a real ZeroMQ subscriber, real files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import hardware
+from bridge import Subscriber
+from skiptrack_types import HeadPose
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "run_tracker.py"), "--no-progress", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+@pytest.fixture
+def ipc_endpoint():
+    directory = tempfile.mkdtemp(prefix="skrt")
+    yield f"ipc://{directory}/poses.sock"
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_summary_reports_rates_latency_network_and_accuracy(tmp_path):
+    summary_path = tmp_path / "summary.json"
+    done = _run("--source", "synthetic:seated?seed=3", "--seconds", "1", "--fast", "--no-publish",
+                "--summary-json", str(summary_path))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(summary_path.read_text())
+    for key in ("frames", "fps", "latency_ms_p50", "latency_ms_p99", "active_fraction", "mac_ratio",
+                "exit_stage_hist", "head_ate_m", "hand_mpjpe_mm"):  # fmt: skip
+        assert key in summary, key
+    assert summary["frames"] == 60
+    assert summary["keypoints"] == "network"
+    assert 0.0 < summary["mac_ratio"] <= 1.0
+    assert sum(summary["exit_stage_hist"].values()) == 60
+    assert summary["head_ate_m"] < 0.05
+
+
+def test_truth_keypoints_give_hand_accuracy(tmp_path):
+    summary_path = tmp_path / "summary.json"
+    done = _run("--keypoints", "truth", "--source", "synthetic:seated", "--seconds", "1", "--fast", "--no-publish",
+                "--summary-json", str(summary_path))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(summary_path.read_text())
+    assert summary["hand_frames"] > 0
+    assert 0 < summary["hand_mpjpe_mm"] < 50
+
+
+def test_an_independent_subscriber_receives_head_poses(ipc_endpoint):
+    with Subscriber(ipc_endpoint, topics=["head"], conflate=False) as sub:
+        proc = subprocess.Popen([sys.executable, str(REPO / "run_tracker.py"), "--no-progress", "--keypoints",
+                                 "truth", "--source", "synthetic:seated", "--seconds", "2", "--publish",
+                                 ipc_endpoint], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        poses = []
+        try:
+            for _ in range(400):
+                pose = sub.recv(timeout_ms=100)
+                if isinstance(pose, HeadPose):
+                    poses.append(pose)
+                if proc.poll() is not None and pose is None:
+                    break
+        finally:
+            proc.wait(timeout=120)
+    assert proc.returncode == 0, proc.stderr.read().decode()
+    assert len(poses) >= 30
+    seqs = [p.seq for p in poses]
+    assert seqs == sorted(seqs)
+
+
+def test_record_then_replay_gives_the_same_poses(tmp_path):
+    recording = tmp_path / "session.mcap"
+    live = _run("--keypoints", "truth", "--source", "synthetic:seated", "--seconds", "0.5", "--fast",
+                "--no-publish", "--record", str(recording), "--summary-json", str(tmp_path / "live.json"))  # fmt: skip
+    assert live.returncode == 0, live.stderr
+    replay = _run("--keypoints", "truth", "--source", f"mcap:{recording}", "--fast", "--no-publish",
+                  "--summary-json", str(tmp_path / "replay.json"))  # fmt: skip
+    assert replay.returncode == 0, replay.stderr
+    live_summary = json.loads((tmp_path / "live.json").read_text())
+    replay_summary = json.loads((tmp_path / "replay.json").read_text())
+    assert replay_summary["frames"] == live_summary["frames"] == 30
+    assert replay_summary["head_ate_m"] == pytest.approx(live_summary["head_ate_m"], abs=1e-9)
+    recorded = [p for p in hardware.open_source(f"mcap:{recording}", realtime=False).reader.poses()
+                if isinstance(p, HeadPose)]  # fmt: skip
+    assert len(recorded) == 30
+
+
+def test_save_video_writes_the_overlay(tmp_path):
+    video = tmp_path / "view.avi"
+    done = _run("--keypoints", "truth", "--source", "synthetic:still_hand", "--seconds", "0.25", "--fast",
+                "--no-publish", "--save-video", str(video))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert video.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--source", "nosuch:thing"], "unknown source scheme"),
+        (["--source", "synthetic:nosuch"], "scenario"),
+        (["--source", "synthetic:seated", "--profile", "x"], "either --source or --profile"),
+        (["--publish", "tcp://0.0.0.0:5599", "--seconds", "0.1"], "--curve-keys"),
+        (["--calib", "/nonexistent/calib.yaml"], "calib"),
+    ],
+)
+def test_bad_options_give_one_clear_line_and_a_nonzero_exit(args, message):
+    done = _run(*args, timeout=120)
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert message in lines[0]
+    assert "Traceback" not in done.stderr
