@@ -359,6 +359,7 @@ class _Outputs:
         if not (self.args.show or self.args.save_video):
             return
         import cv2
+
         from tracking.overlay import draw_overlay
 
         image = draw_overlay(frame, result, provider, self.rig)
