@@ -55,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     board.set_defaults(run=_run_board)
 
     record = sub.add_parser("record", help="record a calibration session with live coverage feedback")
-    record.add_argument("--source", required=True, help="frame source URI, e.g. camera:uvc_stereo_sbs or video:folder?stereo=sbs")
+    record.add_argument(
+        "--source", required=True, help="frame source URI, e.g. camera:uvc_stereo_sbs or video:folder?stereo=sbs"
+    )
     record.add_argument("--board", default=DEFAULT_BOARD_SPEC, help="board spec")
     record.add_argument("--out", required=True, type=Path, help="session to write: a .mcap file or a folder")
     record.add_argument("--max-views", type=int, default=None, help="stop after this many kept views")
