@@ -1,0 +1,325 @@
+"""Skip-convolution engine: exactness, the reference-input invariant, accounting, and errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from skiptrack_types import InvalidInputError, SkipTrackError
+from tracking.skipconv.convert import convert
+from tracking.skipconv.errors import UnsupportedOperationError
+from tracking.skipconv.kernels import Backend
+from tracking.skipconv.layers import ConvLayer
+
+BACKENDS = [Backend.CPP, Backend.TORCH]
+ATOL = 1e-4
+
+
+def frames(height: int, width: int, n: int, channels: int = 1, seed: int = 0) -> list[torch.Tensor]:
+    """A sequence with the changes a camera sees: small moving patches (often at the borders), still frames,
+    and an occasional complete change."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, channels, height, width, generator=gen)
+    out = [x]
+    for t in range(1, n):
+        x = x.clone()
+        kind = t % 10
+        if kind == 9:
+            x = torch.rand(1, channels, height, width, generator=gen)
+        elif kind != 4:
+            h = int(torch.randint(1, max(2, height // 3), (1,), generator=gen))
+            w = int(torch.randint(1, max(2, width // 3), (1,), generator=gen))
+            y0 = 0 if kind in (1, 5) else int(torch.randint(0, height - h + 1, (1,), generator=gen))
+            x0 = width - w if kind in (2, 5) else int(torch.randint(0, width - w + 1, (1,), generator=gen))
+            x[..., y0 : y0 + h, x0 : x0 + w] = torch.rand(1, channels, h, w, generator=gen)
+        out.append(x)
+    return out
+
+
+def max_error_over(model: nn.Module, skip, sequence: list[torch.Tensor]) -> float:
+    worst = 0.0
+    with torch.no_grad():
+        for x in sequence:
+            got = skip(x)
+            want = model(x)
+            got = got if isinstance(got, tuple) else (got,)
+            want = want if isinstance(want, tuple) else (want,)
+            worst = max(worst, *(float((g - w).abs().max()) for g, w in zip(got, want, strict=True)))
+    return worst
+
+
+def randomize_bn(model: nn.Module) -> nn.Module:
+    gen = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
+    return model.eval()
+
+
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(1, 6, 3, padding=1)
+        self.b = nn.Conv2d(6, 6, 3, padding=1)
+
+    def forward(self, x):
+        y = torch.relu(self.a(x))
+        return F.relu(y + self.b(y))
+
+
+class ConcatUp(nn.Module):
+    def __init__(self, mode: str, align: bool | None) -> None:
+        super().__init__()
+        self.mode, self.align = mode, align
+        self.a = nn.Conv2d(1, 4, 3, padding=1)
+        self.down = nn.Conv2d(4, 5, 3, stride=2, padding=1)
+        self.head = nn.Conv2d(9, 3, 1)
+
+    def forward(self, x):
+        a = F.relu(self.a(x))
+        d = F.relu(self.down(a))
+        u = F.interpolate(d, scale_factor=2, mode=self.mode, align_corners=self.align)
+        return self.head(torch.cat([u, a], 1))
+
+
+class Pools(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(1, 4, 3)
+        self.max = nn.MaxPool2d(3, 2, 1)
+        self.bn = nn.BatchNorm2d(4)  # after a pool: not foldable, runs as a per-channel affine
+
+    def forward(self, x):
+        y = self.bn(self.max(torch.sigmoid(self.a(x))))
+        return F.avg_pool2d(y, 2) * 2.0 - 1.0
+
+
+class TwoHeads(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU6())
+        self.h1 = nn.Conv2d(4, 2, 1)
+        self.h2 = nn.Conv2d(4, 1, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        return self.h1(y), torch.tanh(self.h2(y))
+
+
+MODELS = {
+    "conv3x3_relu": lambda: nn.Sequential(nn.Conv2d(1, 5, 3, padding=1), nn.ReLU()),
+    "conv1x1": lambda: nn.Sequential(nn.Conv2d(1, 3, 1), nn.LeakyReLU(0.1), nn.Conv2d(3, 4, 1)),
+    "conv5x5_stride2": lambda: nn.Sequential(nn.Conv2d(1, 4, 5, stride=2, padding=2), nn.ReLU(), nn.Conv2d(4, 3, 3, 2)),
+    "conv_no_padding_even_kernel": lambda: nn.Sequential(nn.Conv2d(1, 3, (2, 4), stride=(1, 2))),
+    "dilated": lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=2, dilation=2), nn.SiLU()),
+    "depthwise": lambda: nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1, groups=6)),
+    "grouped": lambda: nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.Conv2d(6, 4, 3, padding="same", groups=2)),
+    "conv_bn_relu": lambda: randomize_bn(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())),
+    "residual": Residual,
+    "concat_nearest": lambda: ConcatUp("nearest", None),
+    "concat_bilinear": lambda: ConcatUp("bilinear", False),
+    "concat_bilinear_align": lambda: ConcatUp("bilinear", True),
+    "pools_and_pointwise": lambda: randomize_bn(Pools()),
+    "two_heads": lambda: randomize_bn(TwoHeads()),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.value)
+@pytest.mark.parametrize("name", list(MODELS))
+def test_skipconv_matches_dense_at_zero_threshold(name: str, backend: Backend) -> None:
+    torch.manual_seed(0)
+    model = MODELS[name]().eval()
+    skip = convert(model, threshold=0.0, backend=backend, break_even=1.0)
+    assert max_error_over(model, skip, frames(18, 22, 50)) <= ATOL
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.value)
+def test_skipconv_is_exact_at_odd_sizes_and_borders(backend: Backend) -> None:
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1)).eval()
+    skip = convert(model, backend=backend, break_even=1.0)
+    assert max_error_over(model, skip, frames(17, 23, 50, seed=3)) <= ATOL
+
+
+def test_skipconv_is_exact_when_layers_switch_to_dense() -> None:
+    torch.manual_seed(2)
+    model = ConcatUp("bilinear", False).eval()
+    skip = convert(model, break_even=0.05)  # most frames exceed 5% active: dense runs and refreshes mixed in
+    assert max_error_over(model, skip, frames(20, 24, 50, seed=4)) <= ATOL
+
+
+def test_measured_break_even_is_a_fraction_per_convolution() -> None:
+    model = Residual().eval()
+    skip = convert(model)
+    assert max_error_over(model, skip, frames(24, 32, 5)) <= ATOL
+    evens = skip.break_evens()
+    assert set(evens) == {"a", "b"}
+    assert all(0.0 <= v <= 1.0 for v in evens.values())
+
+
+@pytest.mark.parametrize("break_even", [1.0, 0.1], ids=["sparse", "with_refreshes"])
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.value)
+def test_reference_invariant_holds_at_positive_threshold(backend: Backend, break_even: float) -> None:
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.Conv2d(4, 2, 1)
+    ).eval()
+    skip = convert(model, threshold=0.2, backend=backend, break_even=break_even)
+    convs = [layer for layer in skip.layers if isinstance(layer, ConvLayer)]
+    pending_seen = 0
+    for x in frames(16, 20, 50, seed=5):
+        skip(x)
+        for conv in convs:
+            want = F.conv2d(conv.xhat, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+            if conv.act is not None:
+                want = conv.act.fn(want)
+            assert float((conv.out - want).abs().max()) <= ATOL
+            pending_seen += conv.pending.numel()
+    assert pending_seen > 0, "the threshold never held anything back: the test does not exercise the gate"
+
+
+def test_error_does_not_drift_over_1000_frames_of_slow_change() -> None:
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1)).eval()
+    skip = convert(model, threshold=0.05, break_even=1.0)
+    gen = torch.Generator().manual_seed(6)
+    base = torch.rand(1, 1, 8, 10, generator=gen)
+    drift = torch.randn(1, 1, 8, 10, generator=gen)
+    errors = []
+    with torch.no_grad():
+        for t in range(1000):
+            x = base + 0.3 * torch.sin(torch.tensor(t / 150.0)) * drift  # slow: a small step per frame
+            errors.append(float((skip(x) - model(x)).abs().max()))
+        swing = float((model(base + 0.3 * drift) - model(base - 0.3 * drift)).abs().max())
+    early, late = max(errors[100:300]), max(errors[-300:])
+    assert late <= 1.5 * early + 1e-6  # no accumulation: the reference input catches up whenever a block fires
+    assert max(errors) <= 0.3 * swing  # bounded well below the change the sequence makes
+
+
+def test_unchanged_frame_executes_no_convolution_macs() -> None:
+    model = ConcatUp("nearest", None).eval()
+    skip = convert(model, break_even=1.0)
+    x = torch.rand(1, 1, 16, 16)
+    skip(x)
+    skip(x.clone())
+    stats = skip.stats()
+    assert stats["dense_macs"] > 0
+    assert stats["macs"] <= 0.05 * stats["dense_macs"]
+    assert stats["macs"] == 0
+
+
+def test_stats_count_exactly_the_recomputed_positions() -> None:
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1)).eval()
+    skip = convert(model, break_even=1.0)
+    x = torch.rand(1, 2, 10, 10)
+    skip(x)
+    x = x.clone()
+    x[0, 1, 5, 5] += 1.0  # one input pixel reaches a 3x3 block of outputs
+    skip(x)
+    layer = skip.stats()["per_layer"][1]
+    assert layer["active"] == 9
+    assert layer["macs"] == 9 * (3 * 3 * 2) * 3
+    assert layer["dense_macs"] == 100 * (3 * 3 * 2) * 3
+    assert skip.stats()["active_fraction"] == pytest.approx(0.09)
+
+
+def test_subthreshold_change_waits_then_fires_when_it_accumulates() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1)).eval()
+    skip = convert(model, threshold=0.5, break_even=1.0)
+    x = torch.full((1, 1, 8, 8), 0.5)
+    skip(x)
+    small = x.clone()
+    small[0, 0, 4, 4] += 0.05
+    skip(small)
+    assert skip.stats()["macs"] == 0
+    assert skip.stats()["per_layer"][1]["pending_inputs"] == 1
+    big = x.clone()
+    big[0, 0, 4, 4] += 5.0
+    out = skip(big)
+    assert skip.stats()["macs"] > 0
+    assert float((out - model(big)).abs().max()) <= ATOL
+
+
+def test_reset_and_new_resolution_are_key_frames() -> None:
+    model = Residual().eval()
+    skip = convert(model, break_even=1.0)
+    skip(torch.rand(1, 1, 12, 12))
+    skip.reset()
+    skip(torch.rand(1, 1, 12, 12))
+    assert skip.stats()["active_fraction"] == 1.0
+    x = torch.rand(1, 1, 14, 10)
+    out = skip(x)
+    assert skip.stats()["active_fraction"] == 1.0
+    assert float((out - model(x)).abs().max()) <= ATOL
+
+
+def test_dense_mode_runs_the_folded_weights() -> None:
+    model = randomize_bn(TwoHeads())
+    skip = convert(model)
+    skip.dense = True
+    x = torch.rand(1, 1, 12, 14)
+    for got, want in zip(skip(x), model(x), strict=True):
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        assert float((got - want).abs().max()) <= ATOL
+
+
+def test_batchnorm_is_folded_into_the_preceding_convolution() -> None:
+    model = randomize_bn(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()))
+    skip = convert(model, break_even=1.0)
+    assert [layer.op for layer in skip.layers] == ["input", "conv"]
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in skip.folded.modules())
+    assert max_error_over(model, skip, frames(10, 12, 5)) <= ATOL
+
+
+def test_wrong_channel_count_is_rejected() -> None:
+    skip = convert(nn.Sequential(nn.Conv2d(1, 2, 3)))
+    with pytest.raises(InvalidInputError, match="1 channels"):
+        skip(torch.rand(1, 3, 8, 8))
+
+
+def test_nan_input_is_rejected() -> None:
+    skip = convert(nn.Sequential(nn.Conv2d(1, 2, 3)))
+    x = torch.rand(1, 1, 8, 8)
+    x[0, 0, 2, 2] = float("nan")
+    with pytest.raises(InvalidInputError, match="NaN"):
+        skip(x)
+
+
+def test_batch_of_frames_is_rejected() -> None:
+    skip = convert(nn.Sequential(nn.Conv2d(1, 2, 3)))
+    with pytest.raises(InvalidInputError, match="one frame per call"):
+        skip(torch.rand(2, 1, 8, 8))
+
+
+def test_input_too_small_for_the_model_is_a_clear_error() -> None:
+    skip = convert(nn.Sequential(nn.Conv2d(1, 2, 5)))
+    with pytest.raises(SkipTrackError, match="cannot run through this model"):
+        skip(torch.rand(1, 1, 3, 3))
+
+
+def test_unsupported_operation_error_names_the_node() -> None:
+    class WithLinear(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc(self.conv(x))
+
+    with pytest.raises(UnsupportedOperationError, match="node 'fc'.*Linear"):
+        convert(WithLinear())
+
+
+def test_unsupported_function_error_names_the_node() -> None:
+    class Padded(nn.Module):
+        def forward(self, x):
+            return F.pad(x, (1, 1, 1, 1), mode="reflect")
+
+    with pytest.raises(UnsupportedOperationError, match="node 'pad'"):
+        convert(Padded())

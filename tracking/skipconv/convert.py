@@ -1,0 +1,496 @@
+"""Conversion of a trained nn.Module into a SkipModel (torch.fx graph, BatchNorm folded), and the SkipModel itself.
+
+Example::
+
+    skip = convert(model, threshold=0.02)
+    for image in frames:                       # (1, C, H, W) float32, one frame at a time
+        heatmaps = skip(image)                 # same as model(image) up to the threshold's error
+        print(skip.stats()["active_fraction"])
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import operator
+import time
+from collections.abc import Callable
+from functools import partial
+
+import torch
+import torch.fx
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.fx.experimental.optimization import fuse as fold_batchnorm
+
+from skiptrack_types import InvalidInputError
+from tracking.skipconv.errors import UnsupportedOperationError
+from tracking.skipconv.gates import GateKind
+from tracking.skipconv.kernels import Backend, kernels_for
+from tracking.skipconv.layers import (
+    CL,
+    Activation,
+    BinaryLayer,
+    ConcatLayer,
+    Context,
+    ConvLayer,
+    InputLayer,
+    Layer,
+    PointwiseLayer,
+    PoolLayer,
+    UpsampleLayer,
+)
+from tracking.skipconv.masks import EVERYWHERE, GridScratch, Positions
+from tracking.skipconv.stats import summarize
+
+log = logging.getLogger(__name__)
+
+BREAK_EVEN_FRACTIONS = (0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8)
+"""Active fractions at which each layer's sparse path is timed against its dense run."""
+
+SUPPORTED = (
+    "Conv2d (any kernel, stride, padding, dilation, groups; zeros padding), BatchNorm2d, pointwise activations "
+    "(ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, SiLU, Hardswish, Hardsigmoid, GELU, ELU), add/sub/mul, "
+    "torch.cat on channels, max/avg pooling, nearest/bilinear upsampling by an integer scale_factor, "
+    "Identity/Dropout"
+)
+
+_ACT_MODULES: dict[type, Callable[[nn.Module], Activation]] = {
+    nn.ReLU: lambda m: Activation("relu", torch.relu, 1),
+    nn.ReLU6: lambda m: Activation("relu6", F.relu6, 2),
+    nn.LeakyReLU: lambda m: Activation("leaky_relu", partial(F.leaky_relu, negative_slope=m.negative_slope)),
+    nn.Sigmoid: lambda m: Activation("sigmoid", torch.sigmoid),
+    nn.Tanh: lambda m: Activation("tanh", torch.tanh),
+    nn.SiLU: lambda m: Activation("silu", F.silu),
+    nn.Hardswish: lambda m: Activation("hardswish", F.hardswish),
+    nn.Hardsigmoid: lambda m: Activation("hardsigmoid", F.hardsigmoid),
+    nn.GELU: lambda m: Activation("gelu", partial(F.gelu, approximate=m.approximate)),
+    nn.ELU: lambda m: Activation("elu", partial(F.elu, alpha=m.alpha)),
+}
+_ACT_FUNCTIONS: dict[Callable, tuple[str, Callable, int]] = {
+    F.relu: ("relu", torch.relu, 1),
+    torch.relu: ("relu", torch.relu, 1),
+    F.relu6: ("relu6", F.relu6, 2),
+    torch.sigmoid: ("sigmoid", torch.sigmoid, 0),
+    F.sigmoid: ("sigmoid", torch.sigmoid, 0),
+    torch.tanh: ("tanh", torch.tanh, 0),
+    F.tanh: ("tanh", torch.tanh, 0),
+    F.silu: ("silu", F.silu, 0),
+    F.hardswish: ("hardswish", F.hardswish, 0),
+    F.hardsigmoid: ("hardsigmoid", F.hardsigmoid, 0),
+    F.gelu: ("gelu", F.gelu, 0),
+    F.leaky_relu: ("leaky_relu", F.leaky_relu, 0),
+    F.elu: ("elu", F.elu, 0),
+}
+_ACT_METHODS = {
+    "relu": ("relu", torch.relu, 1),
+    "sigmoid": ("sigmoid", torch.sigmoid, 0),
+    "tanh": ("tanh", torch.tanh, 0),
+}
+_BINARY = {
+    operator.add: ("add", torch.add),
+    torch.add: ("add", torch.add),
+    operator.sub: ("sub", torch.sub),
+    torch.sub: ("sub", torch.sub),
+    operator.mul: ("mul", torch.mul),
+    torch.mul: ("mul", torch.mul),
+}
+_IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout2d)
+
+
+def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+class SkipModel:
+    """A converted network run one frame at a time with skip convolutions.
+
+    Call with a (1, C, H, W) float tensor per frame. Returns the output tensor(s) of the original model, as
+    channels_last (1, C, H, W) views of the engine's own buffers: valid until the next call (clone to keep them).
+    The first frame, the first frame after ``reset()`` and a frame with a new resolution are key frames (dense).
+    ``dense = True`` runs the same folded weights densely (channels_last), returning fresh tensors.
+    """
+
+    def __init__(
+        self,
+        folded: torch.fx.GraphModule,
+        layers: list[Layer],
+        outputs: list[int],
+        tuple_output: bool,
+        threshold: float,
+        block: int | None,
+        backend: Backend,
+        break_even: float | None,
+    ) -> None:
+        self.folded = folded
+        self.layers = layers
+        self.outputs = outputs
+        self.tuple_output = tuple_output
+        self.backend = backend
+        self.dense = False
+        self.fixed_break_even = break_even
+        self._ctx = Context(kernels_for(backend), GridScratch(), float(threshold), block)
+        self._resolution: tuple[int, int] | None = None
+        self._break_evens: dict[tuple[int, int], dict[str, float]] = {}
+        self._convs = [layer for layer in layers if isinstance(layer, ConvLayer)]
+        fed = [c for c in self._convs if c.inputs == [0]]
+        self.in_channels = fed[0].in_channels if fed else None
+
+    @property
+    def threshold(self) -> float:
+        """Global ε: a gate block fires when the RMS of its residual over its receptive field exceeds ε times the
+        layer input's RMS (measured at the last key frame). 0 = exact."""
+        return self._ctx.threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        if not (value >= 0.0 and math.isfinite(value)):
+            raise InvalidInputError(f"threshold must be a finite number >= 0, got {value}")
+        self._ctx.threshold = float(value)
+        if self._resolution is not None:
+            for conv in self._convs:
+                conv.configure(self._ctx)
+
+    def reset(self) -> None:
+        """Make the next frame a key frame."""
+        self._resolution = None
+
+    def break_evens(self) -> dict[str, float]:
+        """Per convolution: the active fraction above which it runs dense, at the current resolution."""
+        return {c.name: c.break_even for c in self._convs}
+
+    def stats(self) -> dict:
+        """``{"macs", "dense_macs", "active_fraction", "per_layer": [...]}`` for the last frame (exact counts)."""
+        return summarize([layer.stats for layer in self.layers])
+
+    def _check(self, x: object) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise InvalidInputError(f"SkipModel input must be a torch.Tensor of shape (1, C, H, W), got {type(x)}")
+        if x.dim() != 4 or x.shape[0] != 1:
+            raise InvalidInputError(
+                f"SkipModel input must have shape (1, C, H, W) (one frame per call), got {tuple(x.shape)}"
+            )
+        if self.in_channels is not None and x.shape[1] != self.in_channels:
+            raise InvalidInputError(f"SkipModel input must have {self.in_channels} channels, got {x.shape[1]}")
+        if not x.is_floating_point():
+            raise InvalidInputError(f"SkipModel input must be a floating point tensor, got {x.dtype}")
+        x = x.detach().float()
+        if not math.isfinite(float(x.sum())):
+            raise InvalidInputError("SkipModel input contains NaN or infinite values; every value must be finite")
+        return x
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        x = self._check(x)
+        if self.dense:
+            with torch.no_grad():
+                return self.folded(x.contiguous(memory_format=CL))
+        self.layers[0].set_frame(x)
+        resolution = (x.shape[2], x.shape[3])
+        with torch.no_grad():
+            if resolution != self._resolution:
+                self._key_frame(resolution)
+            else:
+                self._step()
+        outs = tuple(self.layers[i].out for i in self.outputs)
+        return outs if self.tuple_output else outs[0]
+
+    def _key_frame(self, resolution: tuple[int, int]) -> None:
+        if resolution != self._resolution:
+            self._ctx.scratch.clear()
+        try:
+            for layer in self.layers:
+                layer.key([self.layers[i] for i in layer.inputs], self._ctx)
+        except RuntimeError as exc:
+            self._resolution = None
+            raise InvalidInputError(f"an input of size {resolution} cannot run through this model: {exc}") from exc
+        self._resolution = resolution
+        if self.fixed_break_even is not None:
+            for conv in self._convs:
+                conv.break_even = self.fixed_break_even
+        elif resolution in self._break_evens:
+            for conv in self._convs:
+                conv.break_even = self._break_evens[resolution][conv.name]
+        else:
+            log.info("measuring per-layer break-even active fractions at %dx%d", *resolution)
+            self._break_evens[resolution] = {
+                c.name: c.measure_break_even(self._ctx, BREAK_EVEN_FRACTIONS) for c in self._convs
+            }
+
+    @property
+    def profile(self) -> dict[str, float] | None:
+        """Seconds per phase ("mask", "gather", "gemm", "scatter", "dense", "other") accumulated since profiling
+        was switched on with ``profile = True``; None when off. Profiling splits fused kernels to time them."""
+        return self._ctx.timings
+
+    @profile.setter
+    def profile(self, on: bool) -> None:
+        self._ctx.timings = {} if on else None
+
+    def _step(self) -> None:
+        changes: list[Positions] = [EVERYWHERE] * len(self.layers)
+        changes[0] = self.layers[0].step([], [], self._ctx)
+        if changes[0].numel() == 0 and not any(c.pending.numel() for c in self._convs):
+            # An unchanged frame costs only the input compare.
+            for layer in self.layers[1:]:
+                layer.idle()
+            return
+        for index, layer in enumerate(self.layers[1:], start=1):
+            xs = [self.layers[i] for i in layer.inputs]
+            t = time.perf_counter()
+            changes[index] = layer.step(xs, [changes[i] for i in layer.inputs], self._ctx)
+            if self._ctx.timings is not None and not isinstance(layer, ConvLayer):
+                self._ctx.add_time("other", t)
+
+    def memory(self) -> dict[str, int]:
+        """Bytes held: ``activations`` (every layer's output, what a dense pass also produces) and ``cache`` (the
+        skip state on top: reference inputs, pending lists, stamp arrays)."""
+        outs = sum(layer.out.numel() * layer.out.element_size() for layer in self.layers[1:])
+        refs = sum(c.xhat.numel() * 4 + c.pending.numel() * 4 for c in self._convs if hasattr(c, "xhat"))
+        return {"activations": outs, "cache": refs + self._ctx.scratch.nbytes()}
+
+
+def convert(
+    model: nn.Module,
+    threshold: float = 0.0,
+    block: int | None = None,
+    gate: str | GateKind = "norm",
+    backend: Backend = Backend.CPP,
+    break_even: float | None = None,
+) -> SkipModel:
+    """Convert a trained ``model`` (one image input, (1, C, H, W)) into a SkipModel without retraining.
+
+    ``threshold``: global ε (0 = exact, see ``SkipModel.threshold``). ``block``: gate block side in output
+    positions (None: per-layer default from the stride). ``gate``: "norm" (the residual norm gate). ``backend``:
+    the C++ kernels or the pure-PyTorch reference. ``break_even``: a fixed active fraction above which every
+    convolution runs dense, or None to measure each layer's own on the first key frame of each resolution.
+
+    Raises UnsupportedOperationError naming the graph node for an operation it cannot run sparsely.
+    """
+    if GateKind(gate) is not GateKind.NORM:
+        raise InvalidInputError(
+            f"gate={gate!r} cannot be converted: the Gumbel gate (tracking.skipconv.gates.GumbelGate) is a "
+            "training-time gate; convert the trained network with gate='norm'"
+        )
+    if threshold < 0 or not math.isfinite(threshold):
+        raise InvalidInputError(f"threshold must be a finite number >= 0, got {threshold}")
+    if block is not None and block < 1:
+        raise InvalidInputError(f"block must be a positive number of output positions, got {block}")
+    model = copy.deepcopy(model).eval().float()
+    try:
+        traced = torch.fx.symbolic_trace(model)
+    except Exception as exc:  # fx raises many kinds of errors for untraceable Python
+        raise UnsupportedOperationError(
+            f"the model could not be traced by torch.fx ({type(exc).__name__}: {exc}); data-dependent control flow "
+            "in forward() is not supported, move it out of the network"
+        ) from exc
+    folded = fold_batchnorm(traced)
+    layers, outputs, tuple_output = _build_layers(folded)
+    folded = folded.to(memory_format=CL)
+    return SkipModel(folded, layers, outputs, tuple_output, threshold, block, backend, break_even)
+
+
+def _build_layers(gm: torch.fx.GraphModule) -> tuple[list[Layer], list[int], bool]:
+    modules = dict(gm.named_modules())
+    layers: list[Layer] = []
+    index: dict[torch.fx.Node, int] = {}
+    outputs: list[int] = []
+    tuple_output = False
+
+    def add(node: torch.fx.Node, layer: Layer) -> None:
+        index[node] = len(layers)
+        layers.append(layer)
+
+    def source(node: torch.fx.Node, arg: object) -> int:
+        if not isinstance(arg, torch.fx.Node) or arg not in index:
+            raise UnsupportedOperationError(
+                f"node {node.name!r} ({_describe(node)}) takes {arg!r} where a feature map was expected"
+            )
+        return index[arg]
+
+    def fuse_activation(node: torch.fx.Node, act: Activation) -> bool:
+        """Fold an activation into the conv/binary layer that produced its sole input."""
+        parent = node.args[0]
+        if not isinstance(parent, torch.fx.Node) or len(parent.users) != 1 or parent not in index:
+            return False
+        layer = layers[index[parent]]
+        if isinstance(layer, ConvLayer | BinaryLayer) and layer.act is None and index[parent] == len(layers) - 1:
+            layer.act = act
+            index[node] = index[parent]
+            return True
+        return False
+
+    def pointwise(node: torch.fx.Node, act: Activation) -> None:
+        if not fuse_activation(node, act):
+            add(node, PointwiseLayer(node.name, [source(node, node.args[0])], act.fn, act.name))
+
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            if layers:
+                raise UnsupportedOperationError(
+                    f"node {node.name!r}: the model takes more than one input; a SkipModel takes one image tensor"
+                )
+            add(node, InputLayer(node.name, []))
+        elif node.op == "output":
+            result = node.args[0]
+            tuple_output = isinstance(result, tuple | list)
+            outputs = [source(node, r) for r in (result if tuple_output else [result])]
+        elif node.op == "call_module":
+            _module_node(node, modules[node.target], add, source, pointwise, index)
+        elif node.op == "call_function":
+            _function_node(node, add, source, pointwise)
+        elif node.op == "call_method" and node.target in _ACT_METHODS:
+            name, fn, code = _ACT_METHODS[node.target]
+            pointwise(node, Activation(name, fn, code))
+        elif node.op == "call_method" and node.target == "contiguous":
+            index[node] = source(node, node.args[0])
+        else:
+            raise _unsupported(node)
+    return layers, outputs, tuple_output
+
+
+def _describe(node: torch.fx.Node) -> str:
+    target = node.target
+    name = getattr(target, "__name__", None) or str(target)
+    return f"{node.op} {name}"
+
+
+def _unsupported(node: torch.fx.Node, why: str = "") -> UnsupportedOperationError:
+    detail = f" ({why})" if why else ""
+    return UnsupportedOperationError(
+        f"node {node.name!r}: {_describe(node)} is not supported by skip conversion{detail}. Supported: {SUPPORTED}"
+    )
+
+
+def _module_node(node, module, add, source, pointwise, index) -> None:
+    args = node.args
+    if isinstance(module, nn.Conv2d):
+        if module.padding_mode != "zeros":
+            raise _unsupported(node, f"padding_mode={module.padding_mode!r}; only zeros padding")
+        conv = module
+        if isinstance(module.padding, str):
+            conv = copy.copy(module)
+            conv.padding = _explicit_padding(node, module)
+        add(node, ConvLayer(node.name, [source(node, args[0])], conv, None))
+    elif isinstance(module, nn.BatchNorm2d):
+        scale = module.weight.detach() / torch.sqrt(module.running_var + module.eps)
+        shift = module.bias.detach() - module.running_mean * scale
+        add(node, PointwiseLayer(node.name, [source(node, args[0])], lambda t, s=scale, b=shift: t * s + b, "bn"))
+    elif type(module) in _ACT_MODULES:
+        pointwise(node, _ACT_MODULES[type(module)](module))
+    elif isinstance(module, _IDENTITY_MODULES):
+        index[node] = source(node, args[0])
+    elif isinstance(module, nn.MaxPool2d | nn.AvgPool2d):
+        kind = "max" if isinstance(module, nn.MaxPool2d) else "avg"
+        options = dict(
+            kernel_size=module.kernel_size,
+            stride=module.stride,
+            padding=module.padding,
+            ceil_mode=module.ceil_mode,
+            dilation=getattr(module, "dilation", 1),
+            return_indices=getattr(module, "return_indices", False),
+            count_include_pad=getattr(module, "count_include_pad", True),
+            divisor_override=getattr(module, "divisor_override", None),
+        )
+        add(node, _pool(node, kind, source(node, args[0]), options))
+    elif isinstance(module, nn.Upsample):
+        align = module.align_corners
+        add(node, _upsample(node, source(node, args[0]), module.mode, module.scale_factor, module.size, align))
+    else:
+        raise _unsupported(node, f"module type {type(module).__name__}")
+
+
+def _function_node(node, add, source, pointwise) -> None:
+    target, args, kwargs = node.target, node.args, dict(node.kwargs)
+    if target in _ACT_FUNCTIONS:
+        name, fn, code = _ACT_FUNCTIONS[target]
+        kwargs.pop("inplace", None)
+        extra = args[1:]
+        if any(isinstance(a, torch.fx.Node) for a in (*extra, *kwargs.values())):
+            raise _unsupported(node, "activation parameters must be constants")
+        if extra or kwargs:
+            fn, code = partial(fn, *extra, **kwargs), 0
+        pointwise(node, Activation(name, fn, code))
+    elif target in _BINARY:
+        name, fn = _BINARY[target]
+        if kwargs.get("alpha", 1) != 1:
+            raise _unsupported(node, "alpha is not supported")
+        a, b = args[0], args[1]
+        nodes = [isinstance(v, torch.fx.Node) for v in (a, b)]
+        if all(nodes):
+            add(node, BinaryLayer(node.name, [source(node, a), source(node, b)], fn, name, None))
+        elif any(nodes) and all(isinstance(v, torch.fx.Node | int | float) for v in (a, b)):
+            if nodes[0]:
+                op = partial(lambda t, c, f: f(t, c), c=b, f=fn)
+                inp = a
+            else:
+                op = partial(lambda t, c, f: f(c, t), c=a, f=fn)
+                inp = b
+            add(node, PointwiseLayer(node.name, [source(node, inp)], op, f"{name}_scalar"))
+        else:
+            raise _unsupported(node, "operands must be feature maps or numbers")
+    elif target in (torch.cat, torch.concat):
+        tensors = args[0]
+        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+        if dim not in (1, -3):
+            raise _unsupported(node, f"concatenation along dim {dim}; only channels (dim=1)")
+        add(node, ConcatLayer(node.name, [source(node, t) for t in tensors]))
+    elif target in (F.max_pool2d, F.avg_pool2d, torch.max_pool2d):
+        kind = "max" if target in (F.max_pool2d, torch.max_pool2d) else "avg"
+        names = (
+            ["kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"]
+            if kind == "max"
+            else ["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"]
+        )
+        options = dict(zip(names, args[1:], strict=False)) | kwargs
+        add(node, _pool(node, kind, source(node, args[0]), options))
+    elif target is F.interpolate:
+        names = ["size", "scale_factor", "mode", "align_corners"]
+        o = dict(zip(names, args[1:], strict=False)) | kwargs
+        add(
+            node,
+            _upsample(
+                node, source(node, args[0]), o.get("mode", "nearest"), o.get("scale_factor"), o.get("size"),
+                o.get("align_corners"),
+            ),
+        )  # fmt: skip
+    else:
+        raise _unsupported(node)
+
+
+def _explicit_padding(node, conv: nn.Conv2d) -> tuple[int, int]:
+    if conv.padding == "valid":
+        return (0, 0)
+    pads = []
+    for k, d in zip(conv.kernel_size, conv.dilation, strict=True):
+        if (d * (k - 1)) % 2:
+            raise _unsupported(node, "padding='same' with an even receptive field (asymmetric padding)")
+        pads.append(d * (k - 1) // 2)
+    return (pads[0], pads[1])
+
+
+def _pool(node, kind: str, src: int, o: dict) -> PoolLayer:
+    if o.get("ceil_mode"):
+        raise _unsupported(node, "ceil_mode=True")
+    if o.get("return_indices"):
+        raise _unsupported(node, "return_indices=True")
+    if o.get("divisor_override") is not None:
+        raise _unsupported(node, "divisor_override")
+    kernel = _pair(o["kernel_size"])
+    stride = _pair(o.get("stride") or o["kernel_size"])
+    padding = _pair(o.get("padding", 0))
+    if kind == "avg" and not o.get("count_include_pad", True) and padding != (0, 0):
+        raise _unsupported(node, "count_include_pad=False with padding")
+    dilation = _pair(o.get("dilation", 1)) if kind == "max" else (1, 1)
+    return PoolLayer(node.name, [src], kind, kernel, stride, padding, dilation)
+
+
+def _upsample(node, src: int, mode: str, scale_factor, size, align_corners) -> UpsampleLayer:
+    if mode not in ("nearest", "bilinear"):
+        raise _unsupported(node, f"mode={mode!r}; only nearest and bilinear")
+    if size is not None or scale_factor is None:
+        raise _unsupported(node, "size=...; give an integer scale_factor instead")
+    factors = {float(scale_factor)} if isinstance(scale_factor, int | float) else {float(s) for s in scale_factor}
+    if len(factors) != 1 or not next(iter(factors)).is_integer() or next(iter(factors)) < 1:
+        raise _unsupported(node, f"scale_factor={scale_factor!r}; only one integer factor for both axes")
+    return UpsampleLayer(node.name, [src], mode, int(next(iter(factors))), bool(align_corners))

@@ -1,0 +1,351 @@
+"""The sparse kernels of the skip-convolution engine, in two interchangeable backends.
+
+``CppKernels`` wraps a small C++/OpenMP extension (``skipconv_kernels.cpp``), compiled on first use into
+``~/.cache/skiptrack/skipconv_ext`` (override with ``SKIPTRACK_CACHE``). ``TorchKernels`` is the same contract in
+plain PyTorch: the reference that the tests compare the C++ path against, and the fallback when no compiler works.
+
+Conventions shared by both: a feature map is an (H, W, C) float32 contiguous tensor (the NHWC memory of a
+channels_last (1, C, H, W) tensor); positions are int32 flat indices ``y * W + x``, sorted ascending; ``geometry``
+is ``(kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)`` of a convolution or pooling window; stamp arrays are int32 per grid
+position and a call marks with its own unique ``stamp`` so nothing needs clearing.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from skiptrack_types import SkipTrackError
+
+log = logging.getLogger(__name__)
+
+_SOURCE = Path(__file__).with_name("skipconv_kernels.cpp")
+
+
+class Backend(enum.Enum):
+    """Which kernels run the sparse work."""
+
+    CPP = "cpp"
+    TORCH = "torch"
+
+
+class ExtensionBuildError(SkipTrackError):
+    """The C++ kernels could not be compiled or loaded."""
+
+
+Geometry = tuple[int, int, int, int, int, int, int, int, int, int]
+
+
+class Kernels(Protocol):
+    def select_update(
+        self,
+        X: torch.Tensor,
+        Xhat: torch.Tensor,
+        candidates: torch.Tensor,
+        all_candidates: bool,
+        stamp_in: torch.Tensor,
+        stamp_out: torch.Tensor,
+        stamp: int,
+        geometry: Geometry,
+        eps2_block: float,
+        block: int,
+        refresh_fraction: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, int, bool]: ...
+
+    def dilate_positions(
+        self, inputs: torch.Tensor, Hi: int, Wi: int, stamp_out: torch.Tensor, stamp: int, geometry: Geometry
+    ) -> torch.Tensor: ...
+
+    def upsample_positions(
+        self,
+        inputs: torch.Tensor,
+        Wi: int,
+        factor: int,
+        radius: int,
+        Ho: int,
+        Wo: int,
+        stamp_out: torch.Tensor,
+        stamp: int,
+    ) -> torch.Tensor: ...
+
+    def union_positions(self, lists: list[torch.Tensor], stamp_arr: torch.Tensor, stamp: int) -> torch.Tensor: ...
+
+    def gather_windows(
+        self, X: torch.Tensor, outputs: torch.Tensor, geometry: Geometry, pad_value: float
+    ) -> torch.Tensor: ...
+
+    def scatter_rows(self, Z: torch.Tensor, outputs: torch.Tensor, rows: torch.Tensor) -> None: ...
+
+    def conv_rows(
+        self,
+        Xhat: torch.Tensor,
+        outputs: torch.Tensor,
+        geometry: Geometry,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        Z: torch.Tensor,
+        act: int,
+    ) -> None: ...
+
+    def changed_positions(self, X: torch.Tensor, prev: torch.Tensor) -> torch.Tensor: ...
+
+    def copy_positions(self, X: torch.Tensor, Z: torch.Tensor, positions: torch.Tensor, offset: int) -> None: ...
+
+    def binary_positions(
+        self, A: torch.Tensor, B: torch.Tensor, Z: torch.Tensor, positions: torch.Tensor, op: int, act: int
+    ) -> None: ...
+
+    def upsample_at(
+        self, X: torch.Tensor, Z: torch.Tensor, positions: torch.Tensor, factor: int, bilinear: bool, align: bool
+    ) -> None: ...
+
+
+class CppKernels:
+    """The compiled kernels; see ``skipconv_kernels.cpp`` for each function's contract."""
+
+    def __init__(self, module: object) -> None:
+        self._m = module
+
+    def select_update(
+        self, X, Xhat, candidates, all_candidates, stamp_in, stamp_out, stamp, geometry, eps2, block, refresh
+    ):
+        outputs, pending, n_updated, refreshed = self._m.select_update(
+            X, Xhat, candidates, all_candidates, stamp_in, stamp_out, stamp, list(geometry), eps2, block, refresh
+        )
+        return outputs, pending, int(n_updated), bool(refreshed)
+
+    def dilate_positions(self, inputs, Hi, Wi, stamp_out, stamp, geometry):
+        return self._m.dilate_positions(inputs, Hi, Wi, stamp_out, stamp, list(geometry))
+
+    def upsample_positions(self, inputs, Wi, factor, radius, Ho, Wo, stamp_out, stamp):
+        return self._m.upsample_positions(inputs, Wi, factor, radius, Ho, Wo, stamp_out, stamp)
+
+    def union_positions(self, lists, stamp_arr, stamp):
+        return self._m.union_positions(lists, stamp_arr, stamp)
+
+    def gather_windows(self, X, outputs, geometry, pad_value):
+        return self._m.gather_windows(X, outputs, list(geometry), pad_value)
+
+    def scatter_rows(self, Z, outputs, rows):
+        self._m.scatter_rows(Z, outputs, rows)
+
+    def conv_rows(self, Xhat, outputs, geometry, weight, bias, Z, act):
+        self._m.conv_rows(Xhat, outputs, list(geometry), weight, bias, Z, act)
+
+    def changed_positions(self, X, prev):
+        return self._m.changed_positions(X, prev)
+
+    def copy_positions(self, X, Z, positions, offset):
+        self._m.copy_positions(X, Z, positions, offset)
+
+    def binary_positions(self, A, B, Z, positions, op, act):
+        self._m.binary_positions(A, B, Z, positions, op, act)
+
+    def upsample_at(self, X, Z, positions, factor, bilinear, align):
+        self._m.upsample_at(X, Z, positions, factor, bilinear, align)
+
+
+class TorchKernels:
+    """The reference implementation: vectorised PyTorch, no per-position Python loops."""
+
+    @staticmethod
+    def _outputs_of(inputs: torch.Tensor, Wi: int, g: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input index into ``inputs``, output position) for every window containing each input position."""
+        kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = g
+        p = inputs.long()
+        y, x = p // Wi, p % Wi
+        src, dst = [], []
+        for ky in range(kh):
+            ty = y + ph - ky * dh
+            for kx in range(kw):
+                tx = x + pw - kx * dw
+                ok = (ty >= 0) & (ty % sh == 0) & (ty // sh < Ho) & (tx >= 0) & (tx % sw == 0) & (tx // sw < Wo)
+                src.append(torch.nonzero(ok).flatten())
+                dst.append((ty[ok] // sh) * Wo + tx[ok] // sw)
+        return torch.cat(src), torch.cat(dst)
+
+    def select_update(
+        self, X, Xhat, candidates, all_candidates, stamp_in, stamp_out, stamp, geometry, eps2, block, refresh
+    ):
+        Hi, Wi, C = X.shape
+        Ho, Wo = geometry[8], geometry[9]
+        if all_candidates:
+            cand = torch.arange(Hi * Wi, dtype=torch.long)
+        else:
+            cand = torch.unique(candidates.long())
+        x2, h2 = X.view(-1, C), Xhat.view(-1, C)
+        r2 = (x2[cand] - h2[cand]).pow(2).sum(1)
+        r2 = torch.where(torch.isnan(r2), torch.full_like(r2, float("inf")), r2)
+        changed, changed_r2 = cand[r2 > 0], r2[r2 > 0]
+        if eps2 <= 0:
+            update, pending = changed, changed[:0]
+        else:
+            src, dst = self._outputs_of(changed, Wi, geometry)
+            nbw = (Wo + block - 1) // block
+            blk = (dst // Wo // block) * nbw + (dst % Wo) // block
+            pairs = torch.unique(src * (nbw * ((Ho + block - 1) // block)) + blk)
+            n_blocks = nbw * ((Ho + block - 1) // block)
+            psrc, pblk = pairs // n_blocks, pairs % n_blocks
+            energy = torch.zeros(n_blocks, dtype=torch.float64)
+            energy.index_add_(0, pblk, changed_r2[psrc].double())
+            fired_src = torch.unique(psrc[energy[pblk] > eps2])
+            fired = torch.zeros(len(changed), dtype=torch.bool)
+            fired[fired_src] = True
+            update, pending = changed[fired], changed[~fired]
+        if len(update) > refresh * Hi * Wi:
+            return candidates[:0].int(), candidates[:0].int(), len(update), True
+        h2[update] = x2[update]
+        _, dst = self._outputs_of(update, Wi, geometry)
+        return torch.unique(dst).int(), pending.int(), len(update), False
+
+    def dilate_positions(self, inputs, Hi, Wi, stamp_out, stamp, geometry):
+        _, dst = self._outputs_of(inputs, Wi, geometry)
+        return torch.unique(dst).int()
+
+    def upsample_positions(self, inputs, Wi, factor, radius, Ho, Wo, stamp_out, stamp):
+        p = inputs.long()
+        y, x = p // Wi, p % Wi
+        span = torch.arange(-radius * factor, (1 + radius) * factor)
+        oy = (y * factor)[:, None, None] + span[None, :, None]
+        ox = (x * factor)[:, None, None] + span[None, None, :]
+        ok = (oy >= 0) & (oy < Ho) & (ox >= 0) & (ox < Wo)
+        return torch.unique((oy * Wo + ox)[ok]).int()
+
+    def union_positions(self, lists, stamp_arr, stamp):
+        return torch.unique(torch.cat([t.long() for t in lists])).int()
+
+    def gather_windows(self, X, outputs, geometry, pad_value):
+        kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = geometry
+        Hi, Wi, C = X.shape
+        o = outputs.long()
+        oy, ox = o // Wo, o % Wo
+        ky = torch.arange(kh) * dh
+        kx = torch.arange(kw) * dw
+        y = (oy * sh - ph)[:, None, None] + ky[None, :, None]
+        x = (ox * sw - pw)[:, None, None] + kx[None, None, :]
+        inside = (y >= 0) & (y < Hi) & (x >= 0) & (x < Wi)
+        flat = (y.clamp(0, Hi - 1) * Wi + x.clamp(0, Wi - 1)).reshape(-1)
+        rows = X.reshape(-1, C)[flat].reshape(len(o), kh * kw, C)
+        rows = torch.where(inside.reshape(len(o), kh * kw, 1), rows, torch.full_like(rows, pad_value))
+        return rows.reshape(len(o), kh * kw * C)
+
+    def scatter_rows(self, Z, outputs, rows):
+        Z.view(-1, Z.shape[2]).index_copy_(0, outputs.long(), rows)
+
+    def conv_rows(self, Xhat, outputs, geometry, weight, bias, Z, act):
+        rows = self.gather_windows(Xhat, outputs, geometry, 0.0) @ weight
+        if bias.numel():
+            rows = rows + bias
+        self.scatter_rows(Z, outputs, _ACTS[act](rows).contiguous())
+
+    def changed_positions(self, X, prev):
+        C = X.shape[2]
+        x2, p2 = X.reshape(-1, C), prev.view(-1, C)
+        changed = torch.nonzero((x2 != p2).any(1)).flatten()
+        p2[changed] = x2[changed]
+        return changed.int()
+
+    def copy_positions(self, X, Z, positions, offset):
+        p = positions.long()
+        Z.view(-1, Z.shape[2])[p, offset : offset + X.shape[2]] = X.reshape(-1, X.shape[2])[p]
+
+    def binary_positions(self, A, B, Z, positions, op, act):
+        p = positions.long()
+        C = Z.shape[2]
+        a, b = A.reshape(-1, C)[p], B.reshape(-1, C)[p]
+        r = (torch.add, torch.sub, torch.mul)[op](a, b)
+        self.scatter_rows(Z, positions, _ACTS[act](r).contiguous())
+
+    def upsample_at(self, X, Z, positions, factor, bilinear, align):
+        Hi, Wi, C = X.shape
+        Ho, Wo = Z.shape[0], Z.shape[1]
+        p = positions.long()
+        oy, ox = p // Wo, p % Wo
+        flat = X.reshape(-1, C)
+        if not bilinear:
+            rows = flat[(oy // factor).clamp_max(Hi - 1) * Wi + (ox // factor).clamp_max(Wi - 1)]
+        else:
+
+            def axis(dst, n_in, n_out):
+                d = dst.float()
+                if align:
+                    src = d * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+                else:
+                    src = (d + 0.5) / factor - 0.5
+                    src = src.clamp_min(0.0)
+                i0 = src.long().clamp_max(n_in - 1)
+                i1 = (i0 + 1).clamp_max(n_in - 1)
+                return i0, i1, (src - i0).unsqueeze(1)
+
+            y0, y1, ly = axis(oy, Hi, Ho)
+            x0, x1, lx = axis(ox, Wi, Wo)
+            top = (1 - lx) * flat[y0 * Wi + x0] + lx * flat[y0 * Wi + x1]
+            bottom = (1 - lx) * flat[y1 * Wi + x0] + lx * flat[y1 * Wi + x1]
+            rows = (1 - ly) * top + ly * bottom
+        self.scatter_rows(Z, positions, rows.contiguous())
+
+
+_ACTS = {0: lambda t: t, 1: lambda t: t.clamp_min(0.0), 2: lambda t: t.clamp(0.0, 6.0)}
+
+
+_lock = threading.Lock()
+_cpp: CppKernels | None = None
+
+
+def cache_dir() -> Path:
+    """Where the compiled extension lives: $SKIPTRACK_CACHE or ~/.cache/skiptrack."""
+    root = os.environ.get("SKIPTRACK_CACHE") or Path.home() / ".cache" / "skiptrack"
+    return Path(root) / "skipconv_ext"
+
+
+def load_cpp() -> CppKernels:
+    """Compile (first use only, about a minute) and load the C++ kernels."""
+    global _cpp
+    with _lock:
+        if _cpp is None:
+            from torch.utils import cpp_extension
+
+            build = cache_dir()
+            build.mkdir(parents=True, exist_ok=True)
+            _remove_stale_lock(build / "lock")
+            log.info("loading the skip-convolution C++ kernels (compiling into %s on first use)", build)
+            try:
+                module = cpp_extension.load(
+                    name="skiptrack_skipconv_kernels",
+                    sources=[str(_SOURCE)],
+                    build_directory=str(build),
+                    extra_cflags=["-O3", "-fopenmp"],
+                    extra_ldflags=["-fopenmp"],
+                    verbose=False,
+                )
+            except (OSError, RuntimeError, ImportError) as exc:
+                raise ExtensionBuildError(
+                    f"could not build the skip-convolution C++ kernels in {build}: {exc}. Install a C++ compiler "
+                    "and ninja, or convert with backend=Backend.TORCH"
+                ) from exc
+            _cpp = CppKernels(module)
+    return _cpp
+
+
+def _remove_stale_lock(lock: Path, max_age_s: float = 600.0) -> None:
+    """torch's builder waits forever on the lock file of a build that was killed; a build takes about a minute,
+    so a lock older than ``max_age_s`` belongs to a dead build."""
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > max_age_s:
+        log.warning("removing %s, left by a build that was interrupted %.0f s ago", lock, age)
+        lock.unlink(missing_ok=True)
+
+
+def kernels_for(backend: Backend) -> Kernels:
+    """The kernel implementation for ``backend``."""
+    return load_cpp() if backend is Backend.CPP else TorchKernels()

@@ -1,0 +1,556 @@
+"""The layers of a SkipModel: each keeps its output buffer and updates it only where its input changed.
+
+Every layer holds ``out``, a (1, C, H, W) channels_last tensor whose memory is the NHWC map ``hwc`` (H, W, C).
+``key`` recomputes it densely; ``step`` takes the active sets of its inputs (positions whose value may have changed
+since the last frame, see ``masks``) and returns its own. Convolutions are the only layers with state beyond
+``out``: the reference input X̂, the positions still pending below the threshold, and the input scale σ that turns
+the global threshold into a per-layer one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from tracking.skipconv.errors import UnsupportedOperationError
+from tracking.skipconv.masks import EVERYWHERE, Positions, empty_positions
+from tracking.skipconv.stats import LayerStats, Path
+
+if TYPE_CHECKING:
+    from tracking.skipconv.kernels import Kernels
+    from tracking.skipconv.masks import GridScratch
+
+CL = torch.channels_last
+
+
+@dataclass
+class Context:
+    """What every layer needs on every frame."""
+
+    kernels: Kernels
+    scratch: GridScratch
+    threshold: float  # global ε: relative RMS change of a block's receptive field that fires it
+    block: int | None  # gate block side in output positions, None: per-layer default (see ConvLayer.block)
+    timings: dict[str, float] | None = None  # seconds per phase when profiling (SkipModel.profile)
+
+    def add_time(self, phase: str, since: float) -> float:
+        """Charge the time since ``since`` to ``phase`` (when profiling); returns now."""
+        now = time.perf_counter()
+        if self.timings is not None:
+            self.timings[phase] = self.timings.get(phase, 0.0) + now - since
+        return now
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A pointwise activation fused into the layer before it. ``code`` selects a C++-fused one (1 relu, 2 relu6)."""
+
+    name: str
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    code: int = 0
+
+
+def wrap(hwc: torch.Tensor) -> torch.Tensor:
+    """(H, W, C) contiguous -> the (1, C, H, W) channels_last view of the same memory."""
+    return hwc.permute(2, 0, 1).unsqueeze(0)
+
+
+def hwc_of(t: torch.Tensor) -> torch.Tensor:
+    """(1, C, H, W) channels_last -> the (H, W, C) contiguous view of the same memory."""
+    return t.permute(0, 2, 3, 1)[0]
+
+
+def rows(t: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """(n, C) values of the (1, C, H, W) map ``t`` at ``positions``."""
+    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1]).index_select(0, positions)
+
+
+class Layer:
+    """Base: a named node of the converted graph with an output buffer and per-frame stats."""
+
+    op = "layer"
+
+    def __init__(self, name: str, inputs: list[int]) -> None:
+        self.name = name
+        self.inputs = inputs
+        self.out = torch.empty(0)
+        self.stats = LayerStats(name, self.op)
+
+    @property
+    def out(self) -> torch.Tensor:
+        """The output buffer. ``shared`` is set when a consumer adopted it as its reference input (no copy); the
+        next in-place write then copies it first (``writable``)."""
+        return self._out
+
+    @out.setter
+    def out(self, value: torch.Tensor) -> None:
+        self._out = value
+        self.shared = False
+
+    def writable(self) -> torch.Tensor:
+        """``hwc`` for in-place updates, copied first if a consumer shares the buffer."""
+        if self.shared:
+            self.out = self._out.clone()
+        return self.hwc
+
+    @property
+    def hwc(self) -> torch.Tensor:
+        return hwc_of(self.out)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.out.shape[2], self.out.shape[3]
+
+    def key(self, xs: list[Layer], ctx: Context) -> None:
+        raise NotImplementedError
+
+    def step(self, xs: list[Layer], changes: list[Positions], ctx: Context) -> Positions:
+        raise NotImplementedError
+
+    def idle(self) -> None:
+        """Record a frame on which nothing reached this layer."""
+        self._record(Path.IDLE, 0)
+
+    def _record(self, path: Path, active: int, macs: int = 0, dense_macs: int = 0) -> None:
+        h, w = self.size
+        self.stats = LayerStats(self.name, self.op, path, active, h * w, macs, dense_macs)
+
+    def _scatter(self, positions: torch.Tensor, values: torch.Tensor, ctx: Context) -> None:
+        ctx.kernels.scatter_rows(self.writable(), positions, values.contiguous())
+
+
+class InputLayer(Layer):
+    """The frame: its active set is the pixels that differ from the previous frame."""
+
+    op = "input"
+
+    def set_frame(self, x: torch.Tensor) -> None:
+        self.frame = x.contiguous(memory_format=CL)
+
+    def key(self, xs: list[Layer], ctx: Context) -> None:
+        self.out = self.frame.clone()
+        self._record(Path.DENSE, self.size[0] * self.size[1])
+
+    def step(self, xs: list[Layer], changes: list[Positions], ctx: Context) -> Positions:
+        changed = ctx.kernels.changed_positions(hwc_of(self.frame), self.writable())
+        self._record(Path.SPARSE if changed.numel() else Path.IDLE, changed.numel())
+        return changed
+
+
+class ConvLayer(Layer):
+    """A Conv2d (BatchNorm folded in) with an optional fused activation, run as a skip convolution.
+
+    Invariant after every frame: ``out == act(conv(xhat))`` (up to fp32 rounding of the two code paths).
+    """
+
+    op = "conv"
+
+    def __init__(self, name: str, inputs: list[int], conv: torch.nn.Conv2d, act: Activation | None) -> None:
+        super().__init__(name, inputs)
+        w = conv.weight.detach().float()
+        self.weight = w.contiguous(memory_format=CL)
+        self.bias = conv.bias.detach().float() if conv.bias is not None else torch.zeros(w.shape[0])
+        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+        self.groups = conv.groups
+        self.act = act
+        cout, cin_g, kh, kw = w.shape
+        self.kernel = (kh, kw)
+        self.in_channels = cin_g * self.groups
+        self.macs_per_position = kh * kw * cin_g * cout
+        if self.groups == 1:
+            self.wmat = w.permute(2, 3, 1, 0).reshape(kh * kw * cin_g, cout).contiguous()
+        else:
+            g = self.groups
+            self.wgroups = w.view(g, cout // g, cin_g, kh, kw).permute(0, 3, 4, 2, 1).reshape(g, kh * kw, cin_g, -1)
+        self.pointwise = (kh, kw) == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0) and self.groups == 1
+        self.break_even = 1.0
+        self.xhat_shared = False
+        self.pending = empty_positions()
+        self.sigma = 0.0
+        self.eps2_block = 0.0
+
+    @property
+    def block(self) -> int:
+        """Default gate block: 4 output positions at stride 1, 2 at stride 2 (about 8 input pixels a side)."""
+        return max(1, 4 // max(self.stride))
+
+    def geometry(self, hi: int, wi: int) -> tuple[int, ...]:
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel, self.stride, self.padding, self.dilation
+        ho = (hi + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        wo = (wi + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        return (kh, kw, sh, sw, ph, pw, dh, dw, ho, wo)
+
+    def _dense(self, ctx: Context) -> torch.Tensor:
+        if self.in_channels == 1 and self.groups == 1 and (self.act is None or self.act.code):
+            # oneDNN returns NCHW for a 1-channel input (its layout is ambiguous); the fused row kernel over all
+            # positions writes NHWC directly and saves the conversion copy.
+            ho, wo = self.geom[8], self.geom[9]
+            out = torch.empty(ho, wo, self.bias.numel())
+            code = self.act.code if self.act else 0
+            ctx.kernels.conv_rows(
+                hwc_of(self.xhat), ctx.scratch.everywhere(ho, wo), self.geom, self.wmat, self.bias, out, code
+            )
+            return wrap(out)
+        if self.pointwise:
+            # oneDNN cannot tell a 1x1 weight's layout and falls back to NCHW copies; a GEMM on NHWC has none.
+            hi, wi = self.xhat.shape[2], self.xhat.shape[3]
+            z = torch.addmm(self.bias, hwc_of(self.xhat).reshape(hi * wi, -1), self.wmat)
+            z = wrap(z.view(hi, wi, -1))
+        else:
+            z = F.conv2d(self.xhat, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if self.act is not None:
+            z = self.act.fn(z) if not self.act.code else z.clamp_(0.0, 6.0 if self.act.code == 2 else None)
+        return z.contiguous(memory_format=CL)
+
+    def _sparse(self, positions: torch.Tensor, out_hwc: torch.Tensor, ctx: Context) -> None:
+        xhat = hwc_of(self.xhat)
+        if ctx.timings is not None and self.groups == 1:
+            self._sparse_profiled(xhat, positions, out_hwc, ctx)
+            return
+        if self.groups == 1 and (self.act is None or self.act.code):
+            ctx.kernels.conv_rows(
+                xhat, positions, self.geom, self.wmat, self.bias, out_hwc, self.act.code if self.act else 0
+            )
+            return
+        cols = ctx.kernels.gather_windows(xhat, positions, self.geom, 0.0)
+        if self.groups == 1:
+            z = torch.addmm(self.bias, cols, self.wmat)
+        else:
+            g, taps, cin_g, _ = self.wgroups.shape
+            z = torch.einsum("ntgc,gtco->ngo", cols.view(-1, taps, g, cin_g), self.wgroups).reshape(len(cols), -1)
+            z = z + self.bias
+        if self.act is not None:
+            z = self.act.fn(z)
+        ctx.kernels.scatter_rows(out_hwc, positions, z.contiguous())
+
+    def _sparse_profiled(self, xhat: torch.Tensor, positions: torch.Tensor, out_hwc: torch.Tensor, ctx: Context):
+        """The fused path split into its phases, each timed (same results)."""
+        t = time.perf_counter()
+        cols = ctx.kernels.gather_windows(xhat, positions, self.geom, 0.0)
+        t = ctx.add_time("gather", t)
+        z = torch.addmm(self.bias, cols, self.wmat)
+        if self.act is not None:
+            z = self.act.fn(z)
+        t = ctx.add_time("gemm", t)
+        ctx.kernels.scatter_rows(out_hwc, positions, z)
+        ctx.add_time("scatter", t)
+
+    def configure(self, ctx: Context) -> None:
+        """Per-layer threshold: ε·σ as an RMS over a gate block's receptive field, squared and summed."""
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.stride, self.dilation
+        b = ctx.block or self.block
+        rf = ((b - 1) * sh + (kh - 1) * dh + 1) * ((b - 1) * sw + (kw - 1) * dw + 1)
+        self.block_used = b
+        self.eps2_block = (ctx.threshold * self.sigma) ** 2 * rf * self.in_channels
+
+    def key(self, xs: list[Layer], ctx: Context) -> None:
+        x = xs[0]
+        self.geom = self.geometry(*x.size)
+        self._refresh(x, ctx)
+        self.sigma = float(self.xhat.pow(2).mean().sqrt())
+        self.configure(ctx)
+        n = self.geom[8] * self.geom[9]
+        self._record(Path.DENSE, n, n * self.macs_per_position, n * self.macs_per_position)
+
+    def _refresh(self, x: Layer, ctx: Context) -> None:
+        """X̂ = X everywhere and a dense run. X̂ adopts the producer's buffer instead of copying it; whichever of
+        the two writes into it first makes its own copy."""
+        self.xhat = x.out
+        x.shared = True
+        self.xhat_shared = True
+        self.pending = empty_positions()
+        self.out = self._dense(ctx)
+
+    def idle(self) -> None:
+        self._record(Path.IDLE, 0, 0, self.geom[8] * self.geom[9] * self.macs_per_position)
+        self.stats.pending_inputs = self.pending.numel()
+
+    def step(self, xs: list[Layer], changes: list[Positions], ctx: Context) -> Positions:
+        ho, wo = self.geom[8], self.geom[9]
+        dense_macs = ho * wo * self.macs_per_position
+        change = changes[0]
+        if change is not EVERYWHERE and change.numel() == 0:
+            self._record(Path.IDLE, 0, 0, dense_macs)
+            self.stats.pending_inputs = self.pending.numel()
+            return change
+        x = xs[0]
+        hi, wi = x.size
+        t = time.perf_counter()
+        exact = self.eps2_block == 0.0
+        if exact and (change is EVERYWHERE or change.numel() > self.break_even * hi * wi):
+            # Without a threshold every changed input updates X̂: past break-even, skip the bookkeeping.
+            self._refresh(x, ctx)
+            ctx.add_time("dense", t)
+            self._record(Path.DENSE, ho * wo, dense_macs, dense_macs)
+            self.stats.updated_inputs = hi * wi
+            return EVERYWHERE
+        if self.xhat_shared:
+            self.xhat = self.xhat.clone()
+            self.xhat_shared = False
+        # With noise (sensor noise at the input), most positions are candidates every frame: scanning them all
+        # is cheaper than merging two long lists.
+        everywhere = change is EVERYWHERE or change.numel() + self.pending.numel() > hi * wi // 2
+        if everywhere:
+            candidates = empty_positions()
+        else:
+            candidates = torch.cat([change, self.pending]) if self.pending.numel() else change
+        active, pending, n_updated, refresh = ctx.kernels.select_update(
+            x.hwc,
+            hwc_of(self.xhat),
+            candidates,
+            everywhere,
+            ctx.scratch.stamps(hi, wi, "in"),
+            ctx.scratch.stamps(ho, wo, "out"),
+            ctx.scratch.stamp(),
+            self.geom,
+            self.eps2_block,
+            self.block_used,
+            self.break_even,
+        )
+        t = ctx.add_time("mask", t)
+        if refresh:
+            self._refresh(x, ctx)
+            ctx.add_time("dense", t)
+            self._record(Path.DENSE, ho * wo, dense_macs, dense_macs)
+            self.stats.updated_inputs = hi * wi
+            return EVERYWHERE
+        self.pending = pending
+        n = active.numel()
+        if n == 0:
+            self._record(Path.IDLE, 0, 0, dense_macs)
+        elif n > self.break_even * ho * wo:
+            self.out = self._dense(ctx)
+            ctx.add_time("dense", t)
+            self._record(Path.DENSE, n, dense_macs, dense_macs)
+        else:
+            self._sparse(active, self.writable(), ctx)
+            self._record(Path.SPARSE, n, n * self.macs_per_position, dense_macs)
+        self.stats.updated_inputs = n_updated
+        self.stats.pending_inputs = self.pending.numel()
+        return active
+
+    def measure_break_even(self, ctx: Context, fractions: tuple[float, ...], repeats: int = 3) -> float:
+        """The active fraction above which a dense run is faster, timed on this layer's own buffers.
+
+        Runs after a key frame (needs ``xhat``); writes only into a scratch copy of the output.
+        """
+        ho, wo = self.geom[8], self.geom[9]
+        scratch = self.hwc.clone()
+        gen = torch.Generator().manual_seed(0)
+        order = torch.randperm(ho * wo, generator=gen)
+
+        def timed(fn: Callable[[], object]) -> float:
+            fn()
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            return min(times)
+
+        candidates = []
+        for f in fractions:
+            positions = torch.sort(order[: max(1, int(f * ho * wo))])[0].int()
+            dense_s, sparse_s = (
+                timed(lambda: self._dense(ctx)),
+                timed(lambda p=positions: self._sparse(p, scratch, ctx)),
+            )
+            candidates.append((f, sparse_s < dense_s))
+        faster = [f for f, ok in candidates if ok]
+        self.break_even = max(faster) if faster else 0.0
+        return self.break_even
+
+
+class PointwiseLayer(Layer):
+    """An elementwise function of one input (activation, scalar arithmetic, unfolded BatchNorm as affine)."""
+
+    op = "pointwise"
+
+    def __init__(self, name: str, inputs: list[int], fn: Callable[[torch.Tensor], torch.Tensor], what: str) -> None:
+        super().__init__(name, inputs)
+        self.fn = fn
+        self.op = what
+
+    def key(self, xs: list[Layer], ctx: Context) -> None:
+        self.out = wrap(self.fn(xs[0].hwc).contiguous())
+        if self.out.data_ptr() == xs[0].out.data_ptr():
+            self.out = self.out.clone()
+        self._record(Path.DENSE, self.size[0] * self.size[1])
+
+    def step(self, xs: list[Layer], changes: list[Positions], ctx: Context) -> Positions:
+        change = changes[0]
+        if change is EVERYWHERE:
+            self.key(xs, ctx)
+        elif change.numel():
+            self._scatter(change, self.fn(rows(xs[0].out, change)), ctx)
+            self._record(Path.SPARSE, change.numel())
+        else:
+            self._record(Path.IDLE, 0)
+        return change
+
+
+class BinaryLayer(Layer):
+    """An elementwise function of two same-shape inputs (add, sub, mul), with an optional fused activation."""
+
+    op = "binary"
+    CODES = {"add": 0, "sub": 1, "mul": 2}
+
+    def __init__(self, name: str, inputs: list[int], fn: Callable, what: str, act: Activation | None) -> None:
+        super().__init__(name, inputs)
+        self.fn, self.op, self.act = fn, what, act
+
+    def _apply(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        z = self.fn(a, b)
+        return self.act.fn(z) if self.act is not None else z
+
+    def key(self, xs: list[Layer], ctx: Context) -> None:
+        a, b = xs
+        if a.out.shape != b.out.shape:
+            raise UnsupportedOperationError(
+                f"{self.name} ({self.op}) needs two inputs of the same shape, got {tuple(a.out.shape)} and "
+                f"{tuple(b.out.shape)}; broadcasting is not supported by skip layers"
+            )
+        self.out = wrap(self._apply(a.hwc, b.hwc).contiguous())
+        self._record(Path.DENSE, self.size[0] * self.size[1])
+
+    def step(self, xs: list[Layer], changes: list[Positions], ctx: Context) -> Positions:
+        if any(c is EVERYWHERE for c in changes):
+            self.key(xs, ctx)
+            return EVERYWHERE
+        active = _union(changes, self.size, ctx)
+        if not active.numel():
+            self._record(Path.IDLE, 0)
+            return active
+        a, b = xs
+        if self.act is None or self.act.code:
+            code = self.act.code if self.act else 0
+            ctx.kernels.binary_positions(a.hwc, b.hwc, self.writable(), active, self.CODES[self.op], code)
+        else:
+            self._scatter(active, self._apply(rows(a.out, active), rows(b.out, active)), ctx)
+        self._record(Path.SPARSE, active.numel())
+        return active
+
+
+def _union(changes: list[torch.Tensor], size: tuple[int, int], ctx: Context) -> torch.Tensor:
+    live = [c for c in changes if c.numel()]
+    if len(live) == 0:
+        return changes[0]
+    if len(live) == 1:
+        return live[0]
+    return ctx.kernels.union_positions(live, ctx.scratch.stamps(*size), ctx.scratch.stamp())
+
+
+class ConcatLayer(Layer):
+    """Channel concatenation: each input's changed positions are copied into its channel slice."""
+
+    op = "concat"
+
+    def key(self, xs: list[Layer], ctx: Context) -> None:
+        sizes = {x.size for x in xs}
+        if len(sizes) != 1:
+            raise UnsupportedOperationError(
+                f"{self.name} (concat) needs inputs of one spatial size, got {sorted(sizes)}"
+            )
+        self.out = wrap(torch.cat([x.hwc for x in xs], dim=2))
+        self._record(Path.DENSE, self.size[0] * self.size[1])
+
+    def step(self, xs: list[Layer], changes: list[Positions], ctx: Context) -> Positions:
+        if any(c is EVERYWHERE for c in changes):
+            self.key(xs, ctx)
+            return EVERYWHERE
+        offset = 0
+        for x, c in zip(xs, changes, strict=True):
+            if c.numel():
+                ctx.kernels.copy_positions(x.hwc, self.writable(), c, offset)
+            offset += x.out.shape[1]
+        active = _union(changes, self.size, ctx)
+        self._record(Path.SPARSE if active.numel() else Path.IDLE, active.numel())
+        return active
+
+
+class PoolLayer(Layer):
+    """Max or average pooling (no ceil_mode; average counts padding, as PyTorch's default)."""
+
+    op = "pool"
+
+    def __init__(self, name: str, inputs: list[int], kind: str, kernel, stride, padding, dilation) -> None:
+        super().__init__(name, inputs)
+        self.kind, self.kernel, self.stride, self.padding, self.dilation = kind, kernel, stride, padding, dilation
+        self.op = f"{kind}_pool"
+
+    def _dense(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "max":
+            z = F.max_pool2d(x, self.kernel, self.stride, self.padding, self.dilation)
+        else:
+            z = F.avg_pool2d(x, self.kernel, self.stride, self.padding)
+        return z.contiguous(memory_format=CL)
+
+    def key(self, xs: list[Layer], ctx: Context) -> None:
+        self.out = self._dense(xs[0].out)
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel, self.stride, self.padding, self.dilation
+        self.geom = (kh, kw, sh, sw, ph, pw, dh, dw, *self.size)
+        self._record(Path.DENSE, self.size[0] * self.size[1])
+
+    def step(self, xs: list[Layer], changes: list[Positions], ctx: Context) -> Positions:
+        change = changes[0]
+        if change is EVERYWHERE:
+            self.key(xs, ctx)
+            return EVERYWHERE
+        if not change.numel():
+            self._record(Path.IDLE, 0)
+            return change
+        x = xs[0]
+        h, w = self.size
+        active = ctx.kernels.dilate_positions(
+            change, x.size[0], x.size[1], ctx.scratch.stamps(h, w), ctx.scratch.stamp(), self.geom
+        )
+        pad = float("-inf") if self.kind == "max" else 0.0
+        cols = ctx.kernels.gather_windows(x.hwc, active, self.geom, pad).view(active.numel(), -1, x.out.shape[1])
+        values = cols.amax(1) if self.kind == "max" else cols.mean(1)
+        self._scatter(active, values, ctx)
+        self._record(Path.SPARSE, active.numel())
+        return active
+
+
+class UpsampleLayer(Layer):
+    """Nearest or bilinear upsampling by an integer factor (the same formulas as F.interpolate)."""
+
+    op = "upsample"
+
+    def __init__(self, name: str, inputs: list[int], mode: str, factor: int, align_corners: bool) -> None:
+        super().__init__(name, inputs)
+        self.mode, self.factor, self.align_corners = mode, factor, bool(align_corners)
+        self.op = f"upsample_{mode}"
+
+    def key(self, xs: list[Layer], ctx: Context) -> None:
+        hi, wi = xs[0].size
+        out = torch.empty(hi * self.factor, wi * self.factor, xs[0].out.shape[1])
+        everywhere = ctx.scratch.everywhere(out.shape[0], out.shape[1])
+        ctx.kernels.upsample_at(xs[0].hwc, out, everywhere, self.factor, self.mode == "bilinear", self.align_corners)
+        self.out = wrap(out)
+        self._record(Path.DENSE, self.size[0] * self.size[1])
+
+    def step(self, xs: list[Layer], changes: list[Positions], ctx: Context) -> Positions:
+        change = changes[0]
+        if change is EVERYWHERE:
+            self.key(xs, ctx)
+            return EVERYWHERE
+        if not change.numel():
+            self._record(Path.IDLE, 0)
+            return change
+        x = xs[0]
+        wi = x.size[1]
+        ho, wo = self.size
+        radius = 1 if self.mode == "bilinear" else 0
+        stamps = ctx.scratch.stamps(ho, wo)
+        active = ctx.kernels.upsample_positions(change, wi, self.factor, radius, ho, wo, stamps, ctx.scratch.stamp())
+        ctx.kernels.upsample_at(
+            x.hwc, self.writable(), active, self.factor, self.mode == "bilinear", self.align_corners
+        )
+        self._record(Path.SPARSE, active.numel())
+        return active
