@@ -27,6 +27,10 @@ class NetworkKeypointProvider:
         self.last_keypoints = tuple(model.infer(image) for model, image in zip(self.models, frame.images, strict=True))
         return self.last_keypoints
 
+    def skip_masks(self) -> list[np.ndarray | None]:
+        """Per camera, (H', W') bool: where the network's first convolution recomputed on the last frame."""
+        return [model.engine.active_mask() for model in self.models]
+
     def reset(self) -> None:
         """Next frame is a key frame on every camera (after a gap or a scene cut)."""
         for model in self.models:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 
+import numpy as np
 import torch
 import torch.fx
 import torch.nn as nn
@@ -136,6 +137,8 @@ class SkipModel:
         self._convs = [layer for layer in layers if isinstance(layer, ConvLayer)]
         fed = [c for c in self._convs if c.inputs == [0]]
         self.in_channels = fed[0].in_channels if fed else None
+        self._first_conv = layers.index(self._convs[0]) if self._convs else None
+        self._first_changes: Positions = EVERYWHERE
 
     @property
     def threshold(self) -> float:
@@ -159,6 +162,18 @@ class SkipModel:
     def break_evens(self) -> dict[str, float]:
         """Per convolution: the active fraction above which it runs dense, at the current resolution."""
         return {c.name: c.break_even for c in self._convs}
+
+    def active_mask(self) -> np.ndarray | None:
+        """(H', W') bool on the first convolution's output grid: where it recomputed in the last frame (all True
+        after a key frame or in dense mode); None before the first frame."""
+        if self._first_conv is None or self._resolution is None:
+            return None
+        _, _, h, w = self.layers[self._first_conv].out.shape
+        if self.dense or self._first_changes is EVERYWHERE:
+            return np.ones((h, w), bool)
+        mask = np.zeros(h * w, bool)
+        mask[self._first_changes.numpy()] = True
+        return mask.reshape(h, w)
 
     def stats(self) -> dict:
         """``{"macs", "dense_macs", "active_fraction", "per_layer": [...]}`` for the last frame (exact counts)."""
@@ -190,6 +205,7 @@ class SkipModel:
         with torch.no_grad():
             if resolution != self._resolution:
                 self._key_frame(resolution)
+                self._first_changes = EVERYWHERE
             else:
                 self._step()
         outs = tuple(self.layers[i].out for i in self.outputs)
@@ -234,6 +250,7 @@ class SkipModel:
             # An unchanged frame costs only the input compare.
             for layer in self.layers[1:]:
                 layer.idle()
+            self._first_changes = torch.zeros(0, dtype=torch.int32)
             return
         for index, layer in enumerate(self.layers[1:], start=1):
             xs = [self.layers[i] for i in layer.inputs]
@@ -241,6 +258,7 @@ class SkipModel:
             changes[index] = layer.step(xs, [changes[i] for i in layer.inputs], self._ctx)
             if self._ctx.timings is not None and not isinstance(layer, ConvLayer):
                 self._ctx.add_time("other", t)
+        self._first_changes = changes[self._first_conv] if self._first_conv is not None else EVERYWHERE
 
     def memory(self) -> dict[str, int]:
         """Bytes held: ``activations`` (every layer's output, what a dense pass also produces) and ``cache`` (the
