@@ -1,0 +1,182 @@
+"""The keypoint network: budget, shapes, decoding, the public API, and the shipped weights on real inputs."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from hardware.synthetic import open_synthetic
+from skiptrack_types import InvalidInputError, SkipTrackError
+from tracking.keypoints import DESCRIPTOR_DIM, Keypoints
+from tracking.network import KeypointModel, KeypointNet, count_macs, load_default, load_weights
+from tracking.network.api import GATE_FILE, WEIGHTS_FILE, GateSettings
+from tracking.network.decode import (
+    DecodeConfig,
+    decode_hands,
+    detect_points,
+    sample_descriptors,
+    scene_probabilities,
+)
+from tracking.network.metrics import agreement, hand_pck, point_repeatability
+from tracking.network.model import CELL_CLASSES, HAND_CHANNELS, STRIDE
+from tracking.skipconv.convert import convert
+
+MAC_BUDGET = 0.6e9
+HELD_OUT_SEED = 7
+
+
+@pytest.fixture(scope="module")
+def shipped() -> KeypointNet:
+    return load_weights()
+
+
+@pytest.fixture(scope="module")
+def still_hand_images() -> list[np.ndarray]:
+    return [frame.images[0] for frame in open_synthetic("still_hand", seconds=0.1, seed=HELD_OUT_SEED)]
+
+
+def test_network_dense_macs_fit_the_budget():
+    assert 0 < count_macs(KeypointNet(), 240, 320) <= MAC_BUDGET
+
+
+def test_skip_engine_counts_the_same_dense_macs_as_count_macs():
+    skip = convert(KeypointNet().eval(), threshold=0.0, break_even=0.5)
+    skip(torch.rand(1, 1, 240, 320))
+    assert skip.stats()["dense_macs"] == count_macs(KeypointNet(), 240, 320)
+
+
+def test_network_heads_have_documented_shapes():
+    scene, descriptors, hands = KeypointNet().eval()(torch.rand(2, 1, 240, 320))
+    assert scene.shape == (2, CELL_CLASSES, 240 // STRIDE, 320 // STRIDE)
+    assert descriptors.shape == (2, DESCRIPTOR_DIM, 60, 80)
+    assert hands.shape == (2, HAND_CHANNELS, 60, 80)
+
+
+def _cell_logits_for(prob: np.ndarray) -> torch.Tensor:
+    """Scene cell logits whose decoded pixel probabilities are ``prob`` (H, W)."""
+    h, w = prob.shape
+    grid = prob.reshape(h // STRIDE, STRIDE, w // STRIDE, STRIDE)  # [row, dy, column, dx]
+    cells = grid.transpose(1, 3, 0, 2).reshape(STRIDE * STRIDE, h // STRIDE, w // STRIDE)
+    dustbin = np.clip(1.0 - cells.sum(0, keepdims=True), 1e-6, None)
+    return torch.from_numpy(np.log(np.concatenate([cells, dustbin]) + 1e-9).astype(np.float32))
+
+
+def test_scene_probabilities_put_each_cell_class_at_its_pixel():
+    logits = torch.full((CELL_CLASSES, 60, 80), -20.0)
+    logits[-1] = 0.0
+    logits[2 * STRIDE + 3, 10, 20] = 20.0  # class dy=2, dx=3 of cell (row 10, column 20)
+    prob = scene_probabilities(logits)
+    assert tuple(torch.nonzero(prob > 0.5)[0].tolist()) == (10 * STRIDE + 2, 20 * STRIDE + 3)
+
+
+@pytest.mark.parametrize("x0, y0", [(100.3, 60.7), (41.5, 170.2), (250.8, 33.4)])
+def test_detect_points_recovers_a_subpixel_peak(x0, y0):
+    yy, xx = np.mgrid[0:240, 0:320]
+    prob = 0.3 * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * 0.7**2))
+    points, scores = detect_points(scene_probabilities(_cell_logits_for(prob)), DecodeConfig())
+    assert len(points) == 1
+    assert np.hypot(points[0, 0] - x0, points[0, 1] - y0) < 0.25
+    assert scores[0] > DecodeConfig().detection_threshold
+
+
+def test_decode_hands_recovers_subpixel_joints_and_skips_absent_hands():
+    rng = np.random.default_rng(0)
+    truth = rng.uniform([20, 20], [300, 220], (21, 2))
+    gy, gx = np.mgrid[0:60, 0:80]
+    logits = np.full((HAND_CHANNELS, 60, 80), -12.0, np.float32)
+    for j, (x, y) in enumerate(truth):
+        u, v = (x - 1.5) / STRIDE, (y - 1.5) / STRIDE
+        logits[21 + j] = -((gx - u) ** 2 + (gy - v) ** 2) / (2 * 0.75**2) + 2.0
+    hands = decode_hands(torch.from_numpy(logits), DecodeConfig())
+    assert [h.side for h in hands] == ["right"]
+    assert np.abs(hands[0].joints_px - truth).max() < 0.3
+    assert (hands[0].confidence > 0.8).all()
+
+
+def test_sampled_descriptors_are_unit_vectors():
+    descriptors = torch.randn(DESCRIPTOR_DIM, 60, 80)
+    points = np.array([[0.0, 0.0], [160.2, 120.7], [319.0, 239.0]], np.float32)
+    d = sample_descriptors(descriptors, points, (320, 240))
+    assert d.shape == (3, DESCRIPTOR_DIM)
+    np.testing.assert_allclose(np.linalg.norm(d, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        ([[0, 1], [2, 3]], "numpy uint8 array"),
+        (np.zeros((240, 320, 3), np.uint8), "2-D grayscale"),
+        (np.zeros((240, 320), np.float32), "dtype uint8"),
+        (np.zeros((240, 318), np.uint8), "multiples of 8"),
+    ],
+)
+def test_infer_rejects_bad_images_with_instructions(image, message):
+    model = KeypointModel(KeypointNet().eval(), break_even=0.5)
+    with pytest.raises(InvalidInputError, match=message) as caught:
+        model.infer(image)
+    assert isinstance(caught.value, SkipTrackError)
+
+
+def test_load_default_loads_the_shipped_weights_and_gate(still_hand_images):
+    model = load_default()
+    assert model.threshold == GateSettings.load().threshold
+    result = model.infer(still_hand_images[0])
+    assert isinstance(result, Keypoints)
+    assert len(result) > 20
+    assert result.descriptors.shape == (len(result), DESCRIPTOR_DIM)
+
+
+def test_shipped_network_files_are_small():
+    assert WEIGHTS_FILE.stat().st_size + GATE_FILE.stat().st_size <= 10 * 2**20
+
+
+def test_skip_model_matches_dense_exactly_at_zero_threshold(shipped, still_hand_images):
+    skip = KeypointModel(shipped, skip=True, threshold=0.0, break_even=0.5)
+    dense = KeypointModel(shipped, skip=False)
+    for image in still_hand_images[:4]:
+        agreeing, total = agreement(dense.infer(image), skip.infer(image), 1.0)
+        assert total > 0 and agreeing == total
+
+
+def test_skip_model_at_shipped_threshold_agrees_with_dense(shipped, still_hand_images):
+    skip = KeypointModel(shipped, skip=True, threshold=GateSettings.load().threshold, break_even=0.5)
+    dense = KeypointModel(shipped, skip=False)
+    agreeing = total = 0
+    for image in still_hand_images:
+        a, t = agreement(dense.infer(image), skip.infer(image), 1.0)
+        agreeing, total = agreeing + a, total + t
+    assert agreeing / total >= 0.99
+
+
+def test_skip_model_recomputes_little_of_a_still_scene_at_a_coarse_threshold(shipped, still_hand_images):
+    skip = KeypointModel(shipped, skip=True, threshold=0.08, break_even=0.5)
+    for i, image in enumerate(still_hand_images):
+        skip.infer(image)
+        stats = skip.stats()
+        if i > 0:
+            assert stats["macs"] < 0.3 * stats["dense_macs"]
+
+
+def test_shipped_weights_find_hand_joints_on_a_rendered_frame(shipped):
+    frame = open_synthetic("seated", seconds=1.0, seed=HELD_OUT_SEED).frame(30)
+    model = KeypointModel(shipped, skip=False)
+    correct, total = hand_pck(model.infer(frame.images[0]), frame.truth, 0, tolerance_px=4.0)
+    assert total > 10
+    assert correct / total >= 0.5
+
+
+def test_scene_points_on_a_real_image_follow_a_shift_and_survive_a_darker_exposure(shipped, data_dir):
+    image = cv2.imread(str(data_dir / "vtest_frames" / "vtest_0000.png"), cv2.IMREAD_GRAYSCALE)
+    model = KeypointModel(shipped, skip=False)
+    points = model.infer(image).points_px
+    shifted = model.infer(np.ascontiguousarray(np.roll(image, (8, 16), axis=(0, 1)))).points_px - [16, 8]
+    darker = model.infer(np.clip(image * 0.7 + 10, 0, 255).astype(np.uint8)).points_px
+
+    def interior(p: np.ndarray) -> np.ndarray:  # away from the rolled-in border
+        return p[(p[:, 0] > 20) & (p[:, 0] < 300) & (p[:, 1] > 12) & (p[:, 1] < 228)]
+
+    assert len(points) >= 100
+    assert point_repeatability(interior(points), interior(shifted)) >= 0.75
+    assert point_repeatability(points, darker) >= 0.65

@@ -1,0 +1,49 @@
+"""Training the keypoint network: targets from the synthetic world, deterministic and resumable runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tracking.network.data import CROP_SIZE, TrainingData, collate
+from tracking.network.model import CELL_CLASSES, STRIDE
+from tracking.train import load_real_frames, parse_args, train
+
+
+def test_training_pairs_are_a_function_of_seed_and_index():
+    a1, b1 = TrainingData(3).pair(5)
+    a2, b2 = TrainingData(3).pair(5)
+    assert np.array_equal(a1.image, a2.image) and np.array_equal(b1.image, b2.image)
+    assert not np.array_equal(TrainingData(4).pair(5)[0].image, a1.image)
+
+
+def test_training_views_are_crops_whose_scene_targets_sit_on_landmark_pixels():
+    views = list(TrainingData(0).pair(2))
+    batch = collate(views)
+    assert batch.images.shape == (2, 1, CROP_SIZE[1], CROP_SIZE[0])
+    px = np.round(views[0].points_px).astype(int)
+    assert len(px) > 10
+    classes = batch.scene_classes[0].numpy()
+    hit = classes[px[:, 1] // STRIDE, px[:, 0] // STRIDE] == (px[:, 1] % STRIDE) * STRIDE + px[:, 0] % STRIDE
+    assert hit.mean() > 0.8  # the rest share a cell with another point
+    assert (classes == CELL_CLASSES - 1).mean() > 0.8
+
+
+def test_pairs_match_points_of_the_same_landmark():
+    a, b = TrainingData(0).pair(2)
+    pa, pb = collate([a, b]).matches[0]
+    assert len(pa) == len(pb) > 5
+
+
+def test_real_frames_ship_for_training(data_dir):
+    frames = load_real_frames(data_dir / "vtest_frames")
+    assert frames is not None and frames.shape[1:] == (240, 320) and frames.dtype == np.uint8
+
+
+def test_resumed_training_reproduces_an_uninterrupted_run(tmp_path):
+    common = ["--pairs", "1", "--checkpoint-every", "1", "--real-fraction", "0.5"]
+    straight, _ = train(parse_args([*common, "--steps", "2", "--work-dir", str(tmp_path / "a")]))
+    train(parse_args([*common, "--steps", "1", "--work-dir", str(tmp_path / "b")]))
+    resumed, _ = train(parse_args([*common, "--steps", "2", "--work-dir", str(tmp_path / "b"), "--resume"]))
+    for (name, x), (_, y) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name

@@ -1,0 +1,165 @@
+"""The keypoint network as the tracker uses it: one ``KeypointModel`` per camera, ``infer(image) -> Keypoints``.
+
+```python
+left, right = load_default(), load_default()     # skip-convolution models with the shipped weights and gate ε
+keypoints = left.infer(frame.images[0])           # scene points, descriptors, hands
+print(left.stats()["active_fraction"])            # share of the dense MACs this frame really executed
+```
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from skiptrack_types import InvalidInputError, SkipTrackError
+from tracking.keypoints import Keypoints
+from tracking.network.decode import DecodeConfig, decode
+from tracking.network.model import KeypointNet, count_macs, to_input
+from tracking.skipconv.convert import SkipModel, convert
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+WEIGHTS_FILE = WEIGHTS_DIR / "keypoint_net.pt"
+"""The shipped weights: an fp16 state dict of ``KeypointNet``."""
+GATE_FILE = WEIGHTS_DIR / "keypoint_net_gate.json"
+"""The gate threshold ε chosen for the shipped weights (``tracking.network.export.tune_threshold``)."""
+MIN_SIDE = 16
+"""Smallest image side the network accepts."""
+
+
+class WeightsError(SkipTrackError):
+    """The network's weights file is missing or does not fit the network."""
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """The skip gate's global ε (relative RMS change of a block's receptive field that makes it recompute)."""
+
+    threshold: float
+
+    @classmethod
+    def load(cls, path: Path = GATE_FILE) -> GateSettings:
+        try:
+            data = json.loads(Path(path).read_text())
+            return cls(float(data["threshold"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise WeightsError(
+                f"cannot read the gate settings {path} ({exc}); retrain with `python -m tracking.train` or pass "
+                "threshold= explicitly"
+            ) from exc
+
+
+def load_weights(path: Path = WEIGHTS_FILE) -> KeypointNet:
+    """A ``KeypointNet`` in eval mode (float32) with the weights in ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"no network weights at {path}; train them with `python -m tracking.train`")
+    network = KeypointNet()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        network.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except (RuntimeError, ValueError, KeyError, AttributeError) as exc:
+        raise WeightsError(
+            f"weights {path} do not fit KeypointNet ({exc}); retrain with `python -m tracking.train`"
+        ) from exc
+    return network.eval()
+
+
+class KeypointModel:
+    """One camera's network: skip convolutions (``skip=True``) or the same folded weights run densely.
+
+    Keeps state between frames (the skip layers' references): use one instance per camera, call ``reset()`` at a
+    scene cut. ``stats()`` gives the engine's counts for the last frame.
+    """
+
+    def __init__(
+        self,
+        network: KeypointNet,
+        skip: bool = True,
+        threshold: float = 0.0,
+        decode_config: DecodeConfig | None = None,
+        break_even: float | None = None,
+    ) -> None:
+        self.engine: SkipModel = convert(network, threshold=threshold, break_even=break_even)
+        self.engine.dense = not skip
+        self.skip = skip
+        self.decode_config = decode_config or DecodeConfig()
+        self._dense_macs: dict[tuple[int, int], int] = {}
+        self._network = network
+        self._size: tuple[int, int] | None = None
+        self.last_network_s = 0.0
+        self.last_network_cpu_s = 0.0
+
+    @property
+    def threshold(self) -> float:
+        """The gate's global ε (see ``SkipModel.threshold``); settable, takes effect from the next frame."""
+        return self.engine.threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self.engine.threshold = value
+
+    def run(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The raw outputs (scene (17, h, w), descriptors (D, h, w), hands (42, h, w)) for ``image`` (H, W) uint8;
+        valid until the next call. ``last_network_s`` is the wall time the network took, ``last_network_cpu_s`` the
+        CPU time of this process meanwhile (all threads; less disturbed by other processes)."""
+        check_image(image)
+        self._size = (image.shape[1], image.shape[0])
+        x = to_input(image)
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        outputs = self.engine(x)
+        self.last_network_s = time.perf_counter() - t0
+        self.last_network_cpu_s = time.process_time() - cpu0
+        return tuple(o[0] for o in outputs)
+
+    def infer(self, image: np.ndarray) -> Keypoints:
+        """Keypoints of one uint8 grayscale image (H, W), H and W multiples of 8."""
+        outputs = self.run(image)
+        return decode(outputs, (image.shape[1], image.shape[0]), self.decode_config)
+
+    def reset(self) -> None:
+        """Make the next frame a key frame (dense refresh)."""
+        self.engine.reset()
+
+    def stats(self) -> dict:
+        """``{"macs", "dense_macs", "active_fraction", "per_layer"}`` of the last frame (dense mode: all MACs)."""
+        if self.skip:
+            return self.engine.stats()
+        if self._size is None:
+            return {"macs": 0, "dense_macs": 0, "active_fraction": 0.0, "per_layer": []}
+        if self._size not in self._dense_macs:
+            self._dense_macs[self._size] = count_macs(self._network, self._size[1], self._size[0])
+        macs = self._dense_macs[self._size]
+        return {"macs": macs, "dense_macs": macs, "active_fraction": 1.0, "per_layer": []}
+
+
+def check_image(image: object) -> np.ndarray:
+    """Raise InvalidInputError unless ``image`` is a 2-D uint8 array with sides that are multiples of 8."""
+    if not isinstance(image, np.ndarray):
+        raise InvalidInputError(f"image must be a numpy uint8 array (H, W), got {type(image).__name__}")
+    if image.ndim != 2:
+        raise InvalidInputError(
+            f"image must be 2-D grayscale (H, W), got shape {image.shape}; convert colour images with "
+            "cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)"
+        )
+    if image.dtype != np.uint8:
+        raise InvalidInputError(f"image must have dtype uint8 (grey levels 0..255), got {image.dtype}")
+    h, w = image.shape
+    if h % 8 or w % 8 or min(h, w) < MIN_SIDE:
+        raise InvalidInputError(
+            f"image sides must be multiples of 8 and at least {MIN_SIDE} px, got {w}x{h}; resize or crop it "
+            "(e.g. to 320x240)"
+        )
+    return image
+
+
+def load_default(skip: bool = True, threshold: float | None = None) -> KeypointModel:
+    """The shipped network for one camera. ``threshold`` None: the tuned ε stored with the weights (skip only)."""
+    if threshold is None:
+        threshold = GateSettings.load().threshold if skip else 0.0
+    return KeypointModel(load_weights(), skip=skip, threshold=threshold)

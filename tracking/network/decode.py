@@ -1,0 +1,147 @@
+"""From the network's raw outputs to ``Keypoints``: scene heatmap -> NMS'd sub-pixel points, descriptors sampled at
+them, hand joint heatmaps -> sub-pixel joints by local soft-argmax.
+
+Pixel coordinates use the pixel-centre convention (integer (x, y) is the centre of pixel column x, row y), the
+same as OpenCV's projections and the synthetic world's truth. Cell (i, j) of a stride-4 map covers pixels
+4j..4j+3, 4i..4i+3; its centre is pixel (4j + 1.5, 4i + 1.5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from skiptrack_types import HAND_SIDES
+from tracking.keypoints import HandKeypoints, Keypoints
+from tracking.network.model import HAND_JOINTS, STRIDE
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """``detection_threshold``: minimum probability mass of a scene point's 3x3 neighbourhood; ``nms_radius`` px;
+    ``max_points`` kept (highest scores); ``border`` px without points; ``joint_radius`` cells: half-size of the
+    soft-argmax window; ``presence_threshold``: hands whose presence is below it are not reported."""
+
+    detection_threshold: float = 0.015
+    nms_radius: int = 3
+    max_points: int = 400
+    border: int = 3
+    joint_radius: int = 2
+    presence_threshold: float = 0.3
+
+
+def cell_centres(index: torch.Tensor) -> torch.Tensor:
+    """Pixel coordinate of the centre of cells ``index`` (any shape, integer or float) along one axis."""
+    return index * STRIDE + (STRIDE - 1) / 2
+
+
+def scene_probabilities(scene_logits: torch.Tensor) -> torch.Tensor:
+    """(17, h, w) cell logits -> (4h, 4w) probability that each pixel holds an interest point."""
+    prob = torch.softmax(scene_logits.float(), dim=0)[:-1]
+    return F.pixel_shuffle(prob[None], STRIDE)[0, 0]
+
+
+def detect_points(prob: torch.Tensor, config: DecodeConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Points from the pixel probability map ``prob`` (H, W), best ``max_points`` first: (points (N, 2) float32 px,
+    scores (N,) float32).
+
+    A point's score is the probability mass of its 3x3 neighbourhood (a network unsure which of two pixels holds
+    the point splits its mass between them); points are local maxima of that mass within ``nms_radius`` and above
+    ``detection_threshold``, refined to sub-pixel by the probability-weighted centroid of the neighbourhood.
+    """
+    h, w = prob.shape
+    r = config.nms_radius
+    mass_map = F.avg_pool2d(prob[None, None], 3, 1, 1, count_include_pad=True)[0, 0] * 9.0
+    # A vanishing ramp breaks exact ties (a point midway between two pixels) so that one peak survives, not two.
+    key = mass_map.double() + torch.arange(h * w, dtype=torch.float64).view(h, w) * 1e-15
+    peaks = key == F.max_pool2d(key[None, None], 2 * r + 1, 1, r)[0, 0]
+    peaks &= mass_map > config.detection_threshold
+    b = config.border
+    peaks[:b], peaks[h - b :], peaks[:, :b], peaks[:, w - b :] = False, False, False, False
+    ys, xs = torch.nonzero(peaks, as_tuple=True)
+    scores = mass_map[ys, xs]
+    order = torch.argsort(scores, descending=True)[: config.max_points]
+    ys, xs, scores = ys[order], xs[order], scores[order]
+    offsets = torch.arange(-1, 2)
+    wy = ys[:, None, None] + offsets[None, :, None]
+    wx = xs[:, None, None] + offsets[None, None, :]
+    patch = prob[wy.clamp(0, h - 1), wx.clamp(0, w - 1)]
+    mass = patch.sum((1, 2)).clamp_min(1e-12)
+    dx = (patch * offsets[None, None, :]).sum((1, 2)) / mass
+    dy = (patch * offsets[None, :, None]).sum((1, 2)) / mass
+    points = torch.stack([xs + dx, ys + dy], 1)
+    return points.numpy().astype(np.float32), scores.numpy().astype(np.float32)
+
+
+def sample_descriptors(descriptors: torch.Tensor, points_px: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """Bilinearly sample the (D, h, w) descriptor map at ``points_px`` (N, 2) of an image of ``image_size``
+    (width, height); returns (N, D) float32 unit vectors."""
+    d = sample_descriptors_torch(descriptors[None].float(), torch.from_numpy(points_px)[None], image_size)[0]
+    return d.numpy().astype(np.float32)
+
+
+def sample_descriptors_torch(
+    descriptors: torch.Tensor, points_px: torch.Tensor, image_size: tuple[int, int]
+) -> torch.Tensor:
+    """Differentiable form: (B, D, h, w) maps, (B, N, 2) pixels -> (B, N, D) L2-normalised descriptors."""
+    w, h = image_size
+    grid = torch.stack([(points_px[..., 0] + 0.5) / w * 2 - 1, (points_px[..., 1] + 0.5) / h * 2 - 1], -1)
+    sampled = F.grid_sample(descriptors, grid[:, :, None].float(), mode="bilinear", align_corners=False)
+    return F.normalize(sampled[..., 0].transpose(1, 2), dim=-1)
+
+
+def window_soft_argmax(logits: torch.Tensor, centres: torch.Tensor, radius: int) -> torch.Tensor:
+    """Sub-pixel positions from heatmap logits by a softmax over a window around given cells.
+
+    ``logits`` (N, h, w), one heatmap per row; ``centres`` (N, 2) integer cells (column, row); the window is
+    (2 radius + 1)^2 cells clipped at the border. Returns (N, 2) pixel coordinates, differentiable in ``logits``
+    (the training loss uses the same function, so inference reads positions the way they were trained).
+    """
+    n, h, w = logits.shape
+    offsets = torch.arange(-radius, radius + 1)
+    cy = centres[:, 1, None, None] + offsets[None, :, None]
+    cx = centres[:, 0, None, None] + offsets[None, None, :]
+    inside = (cy >= 0) & (cy < h) & (cx >= 0) & (cx < w)
+    rows = torch.arange(n)[:, None, None]
+    window = logits[rows, cy.clamp(0, h - 1), cx.clamp(0, w - 1)]
+    window = window.masked_fill(~inside, -1e4).reshape(n, -1)
+    weights = torch.softmax(window, dim=1).reshape(n, 2 * radius + 1, 2 * radius + 1)
+    x = (weights * cell_centres(cx.float())).sum((1, 2))
+    y = (weights * cell_centres(cy.float())).sum((1, 2))
+    return torch.stack([x, y], 1)
+
+
+def decode_hands(hand_logits: torch.Tensor, config: DecodeConfig) -> tuple[HandKeypoints, ...]:
+    """(42, h, w) joint logits -> the hands whose presence passes the threshold.
+
+    Per joint: the peak cell of its heatmap, refined by ``window_soft_argmax``; confidence = sigmoid of the peak
+    logit. Presence = mean of the 5 highest joint confidences (a hand half out of view still counts).
+    """
+    logits = hand_logits.float()
+    c, h, w = logits.shape
+    flat = logits.reshape(c, -1)
+    peak, index = flat.max(1)
+    centres = torch.stack([index % w, index // w], 1)
+    joints = window_soft_argmax(logits, centres, config.joint_radius).numpy().astype(np.float32)
+    confidence = torch.sigmoid(peak).numpy().astype(np.float32)
+    hands = []
+    for s, side in enumerate(HAND_SIDES):
+        part = slice(s * HAND_JOINTS, (s + 1) * HAND_JOINTS)
+        presence = float(np.sort(confidence[part])[-5:].mean())
+        if presence >= config.presence_threshold:
+            hands.append(HandKeypoints(side, joints[part], confidence[part], presence))
+    return tuple(hands)
+
+
+def decode(
+    outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], image_size: tuple[int, int], config: DecodeConfig
+) -> Keypoints:
+    """One image's (scene (17, h, w), descriptors (D, h, w), hands (42, h, w)) -> Keypoints; ``image_size`` is
+    (width, height) of the input image."""
+    scene, descriptors, hand_logits = outputs
+    points, scores = detect_points(scene_probabilities(scene), config)
+    desc = sample_descriptors(descriptors, points, image_size)
+    return Keypoints(points, scores, desc, decode_hands(hand_logits, config))
