@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -56,8 +57,10 @@ def detect_points(prob: torch.Tensor, config: DecodeConfig) -> tuple[np.ndarray,
     r = config.nms_radius
     mass_map = F.avg_pool2d(prob[None, None], 3, 1, 1, count_include_pad=True)[0, 0] * 9.0
     # A vanishing ramp breaks exact ties (a point midway between two pixels) so that one peak survives, not two.
-    key = mass_map.double() + torch.arange(h * w, dtype=torch.float64).view(h, w) * 1e-15
-    peaks = key == F.max_pool2d(key[None, None], 2 * r + 1, 1, r)[0, 0]
+    # The local maximum is OpenCV's dilation (outside the image counts as -inf, as in max pooling): on float64
+    # it is about 20x faster than torch's max_pool2d here.
+    key = mass_map.numpy().astype(np.float64) + np.arange(h * w, dtype=np.float64).reshape(h, w) * 1e-15
+    peaks = torch.from_numpy(key == cv2.dilate(key, np.ones((2 * r + 1, 2 * r + 1), np.uint8)))
     peaks &= mass_map > config.detection_threshold
     b = config.border
     peaks[:b], peaks[h - b :], peaks[:, :b], peaks[:, w - b :] = False, False, False, False

@@ -154,8 +154,7 @@ class HeadStages:
             if len(kp) < self.config.min_inliers or len(inside) < self.config.min_inliers:
                 continue
             ids = self._spread(pixels[inside], inside)
-            pairs = cKDTree(kp.points_px).query_ball_point(pixels[ids], self.config.track_radius_px)
-            landmark_idx, kp_idx = _pairs_to_arrays(pairs)
+            landmark_idx, kp_idx = _neighbour_pairs(pixels[ids], kp.points_px, self.config.track_radius_px)
             cost += len(kp_idx)
             allowed = np.zeros((len(kp), len(ids)), bool)
             allowed[kp_idx, landmark_idx] = True
@@ -204,8 +203,7 @@ class HeadStages:
             inside = np.flatnonzero(np.isfinite(pixels).all(axis=1))
             if len(kp) < self.config.min_inliers or len(inside) < self.config.min_inliers:
                 continue
-            pairs = cKDTree(pixels[inside]).query_ball_point(kp.points_px, radius)
-            k_idx, c_idx = _pairs_to_arrays(pairs)
+            k_idx, c_idx = _neighbour_pairs(kp.points_px, pixels[inside], radius)
             cost += len(k_idx)
             allowed = np.zeros((len(kp), len(inside)), bool)
             allowed[k_idx, c_idx] = True
@@ -365,9 +363,11 @@ class HeadStages:
         return ids[order[:k]]
 
 
-def _pairs_to_arrays(pairs: list[list[int]] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """cKDTree.query_ball_point's per-query lists -> (query index, neighbour index) arrays."""
-    counts = np.fromiter((len(p) for p in pairs), np.int64, len(pairs))
-    queries = np.repeat(np.arange(len(pairs)), counts)
-    neighbours = np.fromiter((j for p in pairs for j in p), np.int64, int(counts.sum()))
-    return queries, neighbours
+def _neighbour_pairs(queries: np.ndarray, points: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every (query index, point index) pair of ``queries`` (Q, 2) and ``points`` (P, 2) within ``radius``,
+    ordered by query then point; found in C by scipy (per-pair Python work here was a hot spot)."""
+    if len(queries) == 0 or len(points) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    found = cKDTree(queries).sparse_distance_matrix(cKDTree(points), radius, output_type="ndarray")
+    order = np.lexsort((found["j"], found["i"]))
+    return found["i"][order].astype(np.int64), found["j"][order].astype(np.int64)
