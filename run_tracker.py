@@ -68,6 +68,7 @@ class RunStats:
 
     frames: int = 0
     gaps: int = 0
+    dropped_late: int = 0
     problems: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     active_fractions: list[float] = field(default_factory=list)
@@ -106,6 +107,7 @@ class RunStats:
         out: dict[str, object] = {
             "frames": self.frames,
             "gaps": self.gaps,
+            "frames_dropped_late": self.dropped_late,
             "frames_with_problems": self.problems,
             "fps": round(self.fps(), 2),
             "latency_ms_p50": round(self.latency_p(50), 3),
@@ -129,14 +131,19 @@ class RunStats:
 
 
 class Pacer:
-    """Plays a file or synthetic source at its own rate, and says when each frame was 'captured' on this
-    machine's monotonic clock (the start of its latency)."""
+    """Plays a file or synthetic source at its own rate, as a camera would deliver it, and says when each frame
+    was 'captured' on this machine's monotonic clock (the start of its latency).
 
-    def __init__(self, enabled: bool) -> None:
+    A camera does not wait for a slow tracker: a frame that is already more than one frame period old when the
+    tracker asks for it has been superseded, and ``capture_ns`` returns None for it (the caller drops it and
+    counts it), so latency never includes a growing backlog."""
+
+    def __init__(self, enabled: bool, rate_hz: float | None) -> None:
         self.enabled = enabled
+        self.period_ns = int(1e9 / rate_hz) if rate_hz else None
         self._origin: tuple[int, int] | None = None  # (source t_ns, monotonic ns)
 
-    def capture_ns(self, frame: Frame) -> int:
+    def capture_ns(self, frame: Frame) -> int | None:
         now = time.monotonic_ns()
         if not self.enabled:
             return now
@@ -146,7 +153,9 @@ class Pacer:
         if due > now:
             time.sleep((due - now) * 1e-9)
             return due
-        return due if now - due < 1_000_000_000 else now  # a long stall resets nothing but latency accounting
+        if self.period_ns is not None and now - due > self.period_ns:
+            return None
+        return due
 
 
 # ------------------------------------------------------------------------------------------------ setup
@@ -222,7 +231,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         rig = load_rig(args, source)
         provider = make_provider(args)
         config = TrackerConfig(keypoint_provider=provider, **({"gates_path": None} if args.no_exit else {}))
-        pacer = Pacer(enabled=scheme in PACED_SCHEMES and not args.fast)
+        pacer = Pacer(scheme in PACED_SCHEMES and not args.fast, getattr(source, "rate_hz", None))
         with Tracker(rig, config) as tracker, _Outputs(args, source, rig) as outputs:
             progress = _progress(args, source)
             stop_t_ns = None
@@ -238,10 +247,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                     if stop_t_ns is not None and item.t_ns >= stop_t_ns:
                         break
                     capture_ns = pacer.capture_ns(item)
+                    if capture_ns is None:
+                        stats.dropped_late += 1
+                        continue
                     result = tracker.process(item)
                     outputs.send(item, result)
                     stats.latencies_ms.append((time.monotonic_ns() - capture_ns) * 1e-6)
-                    _account(stats, item, result, provider)
+                    _account(stats, item, result)
                     outputs.draw(item, result, provider)
                     if progress is not None:
                         progress.update(1)
@@ -266,7 +278,7 @@ def _state(result) -> str:
     return "tracked" if result.head.flags.position_tracked else "predicted"
 
 
-def _account(stats: RunStats, frame: Frame, result, provider) -> None:
+def _account(stats: RunStats, frame: Frame, result) -> None:
     from tracking.evaluate import OPENXR_TO_MEDIAPIPE
 
     stats.frames += 1
@@ -274,10 +286,10 @@ def _account(stats: RunStats, frame: Frame, result, provider) -> None:
         stats.problems += 1
         return
     stats.exit_stages[result.exit_stage] += 1
-    if hasattr(provider, "stats"):
-        net = provider.stats()
-        stats.active_fractions.append(net["active_fraction"])
-        stats.mac_ratios.append(net["mac_ratio"])
+    net = result.network_stats
+    if "mac_ratio" in net:
+        stats.active_fractions.append(float(net["active_fraction"]))
+        stats.mac_ratios.append(float(net["mac_ratio"]))
     head = result.head
     if head is None:
         return
