@@ -249,6 +249,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                     capture_ns = pacer.capture_ns(item)
                     if capture_ns is None:
                         stats.dropped_late += 1
+                        if progress is not None:
+                            progress.update(1)
                         continue
                     result = tracker.process(item)
                     outputs.send(item, result)
