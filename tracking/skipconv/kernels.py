@@ -315,7 +315,12 @@ def load_cpp() -> CppKernels:
             build = cache_dir()
             build.mkdir(parents=True, exist_ok=True)
             _remove_stale_lock(build / "lock")
-            log.info("loading the skip-convolution C++ kernels (compiling into %s on first use)", build)
+            if any(build.glob("*.so")):
+                log.info("loading the skip-convolution C++ kernels from %s", build)
+            else:
+                log.warning(
+                    "compiling the skip-convolution C++ kernels into %s (first use only: about a minute)", build
+                )
             try:
                 module = cpp_extension.load(
                     name="skiptrack_skipconv_kernels",
