@@ -1,16 +1,18 @@
 """The tracker side of the bridge: a PUB socket that never makes the tracker wait.
 
-Threads and sockets (ZeroMQ sockets must not be shared between threads):
+Threads and sockets (a ZeroMQ socket may be used from several threads only when a lock serialises every use; the
+lock's acquire and release give the memory barrier that libzmq requires when a socket changes threads):
 
-- the caller's thread encodes each pose and hands it to an inproc PUSH socket with NOBLOCK (a few microseconds;
-  if the queue is full the message is dropped and counted, the call never waits);
-- a forwarder thread runs ``zmq.proxy_steerable`` (libzmq's C loop, no GIL) from the inproc PULL to the PUB socket,
-  so forwarding does not wait for Python threads to be scheduled. A PUB socket never blocks: a subscriber whose
-  queue (SNDHWM) is full simply misses messages, which it sees as gaps in ``msg_seq``;
-- a heartbeat thread with its own PUSH socket sends a ``status`` message every ``heartbeat_s`` and re-sends the
-  last pose of any topic that has been silent that long, so a late joiner gets a value within about
-  ``2 * heartbeat_s``. Re-sends keep their ``msg_seq``, carry the repeat flag, and are marked valid but not tracked:
-  a repeated pose is old data.
+- the caller's thread encodes each pose and sends it on the PUB socket itself with NOBLOCK, holding the
+  publisher's lock (no hand-off to another thread). A PUB socket never blocks: a subscriber
+  whose queue (SNDHWM) is full simply misses messages, which it sees as gaps in ``msg_seq``; were ZeroMQ ever to
+  refuse a message without waiting, it is dropped and counted, and the call still never waits;
+- libzmq's own I/O thread moves the messages to the network (tcp) or the socket file (ipc);
+- a heartbeat thread sends a ``status`` message every ``heartbeat_s`` and re-sends the last pose of any topic that
+  has been silent that long, so a late joiner gets a value within about ``2 * heartbeat_s``. Re-sends keep their
+  ``msg_seq``, carry the repeat flag, and are marked valid but not tracked: a repeated pose is old data. It encodes
+  outside the lock and holds the lock for one NOBLOCK send at a time, so a publish call can at most wait for
+  one such send.
 """
 
 from __future__ import annotations
@@ -35,12 +37,13 @@ from skiptrack_types import HandPose, HeadPose, InvalidInputError, TrackingFlags
 log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
-_instance_ids = itertools.count()
 
 
 @dataclass(frozen=True)
 class PublisherStats:
-    """Pose messages handed to ZeroMQ, and dropped because the forwarder's queue was full."""
+    """Pose messages handed to ZeroMQ, and dropped because ZeroMQ refused them without waiting (a PUB socket
+    normally never refuses: a subscriber that does not keep up misses messages instead, seen as gaps in
+    ``msg_seq``)."""
 
     sent: int
     dropped: int
@@ -101,7 +104,6 @@ class Publisher:
         self._context = zmq.Context()
         self._auth = start_authenticator(self._context, keys.authorized_dir) if keys is not None else None
         self._heartbeat_s = heartbeat_s
-        name = f"inproc://skiptrack-bridge-{next(_instance_ids)}"
         self._pub = self._socket(zmq.PUB, sndhwm=sndhwm)
         if keys is not None:
             self._pub.curve_server = True
@@ -113,17 +115,8 @@ class Publisher:
             self._shutdown_context()
             raise BridgeError(f"cannot bind {endpoint}: {err} (is another publisher using it?)") from None
         self.endpoint: str = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._pull = self._socket(zmq.PULL)
-        self._pull.bind(name)
-        self._control_proxy = self._socket(zmq.PAIR)
-        self._control_proxy.bind(name + "-control")
-        self._control = self._socket(zmq.PAIR)
-        self._control.connect(name + "-control")
-        self._push = self._socket(zmq.PUSH, sndhwm=1000)
-        self._push.connect(name)
-        self._inproc = name
-
-        self._lock = threading.Lock()
+        self._closed = False
+        self._lock = threading.Lock()  # serialises every use of self._pub (caller, heartbeat, close)
         self._msg_seq = dict.fromkeys(POSE_TOPICS, 0)
         self._last: dict[str, tuple[HeadPose | HandPose, int, int]] = {}  # topic -> (pose, msg_seq, sent at ns)
         self._sent = 0
@@ -131,11 +124,8 @@ class Publisher:
         self._state = TrackerState.STARTING
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._forwarder = threading.Thread(target=self._forward, name="skiptrack-bridge-forward", daemon=True)
         self._heartbeat = threading.Thread(target=self._beat, name="skiptrack-bridge-heartbeat", daemon=True)
-        self._forwarder.start()
         self._heartbeat.start()
-        self._closed = False
         log.info("publishing on %s (%s)", self.endpoint, "CURVE" if keys is not None else "plain text")
 
     # ------------------------------------------------------------------------------------------- tracker side
@@ -176,7 +166,7 @@ class Publisher:
             now = time.monotonic_ns()
             data = encode(Message(pose, msg_seq, now))
             try:
-                self._push.send(data, zmq.NOBLOCK)
+                self._pub.send(data, zmq.NOBLOCK)
             except zmq.Again:
                 self._dropped += 1
                 return False
@@ -186,44 +176,33 @@ class Publisher:
 
     # ------------------------------------------------------------------------------------------- threads
 
-    def _forward(self) -> None:
-        try:
-            zmq.proxy_steerable(self._pull, self._pub, None, self._control_proxy)
-        except zmq.ContextTerminated:
-            pass
-        finally:
-            for sock in (self._pull, self._pub, self._control_proxy):
-                sock.close(linger=0)
-
     def _beat(self) -> None:
-        push = self._socket(zmq.PUSH)
-        push.connect(self._inproc)
         status_seq = itertools.count()
         last_head = (time.monotonic_ns(), 0)
-        try:
-            while not self._stop.is_set():
-                self._wake.wait(self._heartbeat_s)
-                self._wake.clear()
-                if self._stop.is_set():
-                    break
-                now = time.monotonic_ns()
-                head_count = self._msg_seq[HEAD]
-                rate = (head_count - last_head[1]) / max((now - last_head[0]) * 1e-9, 1e-9)
-                last_head = (now, head_count)
-                status = Status(self._state, rate, self._sent, self._dropped)
-                self._send_quietly(push, Message(status, next(status_seq), now))
-                for pose, msg_seq, sent_ns in list(self._last.values()):
-                    if now - sent_ns >= self._heartbeat_s * 1e9:
-                        self._send_quietly(push, Message(_as_repeat(pose), msg_seq, now, repeat=True))
-        finally:
-            push.close(linger=0)
+        while not self._stop.is_set():
+            self._wake.wait(self._heartbeat_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            now = time.monotonic_ns()
+            head_count = self._msg_seq[HEAD]
+            rate = (head_count - last_head[1]) / max((now - last_head[0]) * 1e-9, 1e-9)
+            last_head = (now, head_count)
+            status = Status(self._state, rate, self._sent, self._dropped)
+            self._send_quietly(encode(Message(status, next(status_seq), now)))
+            for pose, msg_seq, sent_ns in list(self._last.values()):
+                if now - sent_ns >= self._heartbeat_s * 1e9:
+                    self._send_quietly(encode(Message(_as_repeat(pose), msg_seq, now, repeat=True)))
 
-    @staticmethod
-    def _send_quietly(push: zmq.Socket, message: Message) -> None:
-        try:
-            push.send(encode(message), zmq.NOBLOCK)
-        except zmq.Again:
-            log.debug("heartbeat dropped: forwarder queue full")
+    def _send_quietly(self, data: bytes) -> None:
+        """Send one encoded heartbeat message, holding the lock only for the NOBLOCK send."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._pub.send(data, zmq.NOBLOCK)
+            except zmq.Again:
+                log.debug("heartbeat message dropped: ZeroMQ refused it without waiting")
 
     # ------------------------------------------------------------------------------------------- lifetime
 
@@ -239,14 +218,11 @@ class Publisher:
         with self._lock:
             if self._closed:
                 return
-            self._closed = True
+            self._closed = True  # from here on neither the caller nor the heartbeat touches self._pub
         self._stop.set()
         self._wake.set()
         self._heartbeat.join()
-        self._control.send(b"TERMINATE")
-        self._forwarder.join()
-        self._push.close(linger=0)
-        self._control.close(linger=0)
+        self._pub.close(linger=0)
         self._shutdown_context()
 
     def _shutdown_context(self) -> None:
