@@ -1,8 +1,8 @@
 """The live view: both camera images side by side with what the tracker saw and decided.
 
 Drawn per camera: the skip-convolution mask as a heat overlay (where the network recomputed), scene keypoints,
-hand skeletons; on top: the exit stage, tracking state, active fraction, and the head pose's world axes projected
-as seen from the left camera.
+hand skeletons; on top: the exit stage, tracking state, active fraction, and the world's axes as the left camera
+sees them.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def _draw_keypoints(panel: np.ndarray, keypoints) -> None:
 
 
 def _draw_world_axes(panel: np.ndarray, T_world_head: np.ndarray, rig: StereoRig) -> None:
-    """The world origin's axes 0.5 m long (x red, y green, z blue) as the left camera sees them."""
+    """The world frame's axes (x red, y green, z blue), 0.5 m long, placed 1.5 m in front of the head so that they
+    stay in view: they show the head's orientation in the world as the left camera sees it."""
     T_cam_world = np.linalg.inv(T_world_head @ rig.T_head_cam0)
     origin = T_world_head[:3, 3] + T_world_head[:3, :3] @ np.array([0.0, 0.0, -1.5])
     ends = origin + 0.5 * np.eye(3)
