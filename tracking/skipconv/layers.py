@@ -116,6 +116,17 @@ class Layer:
         """Record a frame on which nothing reached this layer."""
         self._record(Path.IDLE, 0)
 
+    def _trivial(self, xs: list[Layer], change: Positions, ctx: Context) -> bool:
+        """The two trivial cases of a one-input layer: its input changed everywhere (recompute as on a key frame)
+        or nowhere (idle). True when ``change`` was one of them and has been handled."""
+        if change is EVERYWHERE:
+            self.key(xs, ctx)
+            return True
+        if not change.numel():
+            self.idle()
+            return True
+        return False
+
     def _record(self, path: Path, active: int, macs: int = 0, dense_macs: int = 0) -> None:
         h, w = self.size
         self.stats = LayerStats(self.name, self.op, path, active, h * w, macs, dense_macs)
@@ -384,13 +395,9 @@ class PointwiseLayer(Layer):
 
     def step(self, xs: list[Layer], changes: list[Positions], ctx: Context) -> Positions:
         change = changes[0]
-        if change is EVERYWHERE:
-            self.key(xs, ctx)
-        elif change.numel():
+        if not self._trivial(xs, change, ctx):
             self._scatter(change, self.fn(rows(xs[0].out, change)), ctx)
             self._record(Path.SPARSE, change.numel())
-        else:
-            self._record(Path.IDLE, 0)
         return change
 
 
@@ -498,11 +505,7 @@ class PoolLayer(Layer):
 
     def step(self, xs: list[Layer], changes: list[Positions], ctx: Context) -> Positions:
         change = changes[0]
-        if change is EVERYWHERE:
-            self.key(xs, ctx)
-            return EVERYWHERE
-        if not change.numel():
-            self._record(Path.IDLE, 0)
+        if self._trivial(xs, change, ctx):
             return change
         x = xs[0]
         h, w = self.size
@@ -537,11 +540,7 @@ class UpsampleLayer(Layer):
 
     def step(self, xs: list[Layer], changes: list[Positions], ctx: Context) -> Positions:
         change = changes[0]
-        if change is EVERYWHERE:
-            self.key(xs, ctx)
-            return EVERYWHERE
-        if not change.numel():
-            self._record(Path.IDLE, 0)
+        if self._trivial(xs, change, ctx):
             return change
         x = xs[0]
         wi = x.size[1]
