@@ -81,7 +81,6 @@ def test_ate_agrees_with_evo(tmp_path):
 
 
 def test_cli_writes_metrics_and_tum(tmp_path):
-    pytest.importorskip("hardware.synthetic")
     from tracking.evaluate import main
 
     out = tmp_path / "m.json"
