@@ -67,14 +67,18 @@ def test_engine_updates_exactly_the_inputs_of_blocks_the_norm_gate_fires(backend
     expected &= changed
 
     kernels = kernels_for(backend)
-    candidates = torch.arange(h * w, dtype=torch.int32)
+    changes = torch.arange(h * w, dtype=torch.int32)
     reference = x_hat.clone()
+    r2, energy = torch.zeros(h * w), torch.zeros(((ho + 1) // 2) * ((wo + 1) // 2), dtype=torch.float64)
     stamps_in, stamps_out = torch.zeros(h * w, dtype=torch.int32), torch.zeros(ho * wo, dtype=torch.int32)
-    _, pending, n_updated, refreshed = kernels.select_update(
-        x, reference, candidates, False, stamps_in, stamps_out, 1, geometry, eps2, block, 1.0
+    stamps_blocks = torch.zeros(energy.numel(), dtype=torch.int32)
+    _, n_updated, n_pending, refreshed = kernels.select_update(
+        x, reference, changes, False, r2, energy, stamps_in, stamps_out, stamps_blocks, 1, geometry, eps2, block, 1.0, 0
     )
     updated = (reference != x_hat).any(2)
     assert not refreshed
     assert torch.equal(updated, expected)
     assert n_updated == int(expected.sum())
+    assert n_pending == int((changed & ~expected).sum())
+    pending = torch.nonzero(r2 > 0).flatten()
     assert set(pending.tolist()) == set((changed & ~expected).flatten().nonzero().flatten().tolist())

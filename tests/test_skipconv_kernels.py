@@ -61,5 +61,67 @@ def test_changed_positions_agree_and_update_the_previous_frame() -> None:
     x[2, 3, 1] += 1.0
     x[5, 7, 0] -= 1.0
     p_cpp, p_ref = prev.clone(), prev.clone()
-    assert CPP.changed_positions(x, p_cpp).tolist() == REF.changed_positions(x, p_ref).tolist() == [19, 47]
+    (c_cpp, n_cpp), (c_ref, n_ref) = CPP.changed_positions(x, p_cpp, 0.5), REF.changed_positions(x, p_ref, 0.5)
+    assert c_cpp.tolist() == c_ref.tolist() == [19, 47] and n_cpp == n_ref == 2
     assert torch.equal(p_cpp, x) and torch.equal(p_ref, x)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_frame_changed_almost_everywhere_comes_back_as_a_count_without_a_list(channels: int) -> None:
+    prev = torch.rand(6, 8, channels)
+    x = prev + 0.01  # sensor noise: every pixel differs
+    for kernels in (CPP, REF):
+        p = prev.clone()
+        changed, count = kernels.changed_positions(x, p, 0.5)
+        assert changed.numel() == 0 and count == 48
+        assert torch.equal(p, x)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_incremental_gate_matches_a_full_recompute_over_a_sequence(stride: int) -> None:
+    """The C++ gate touches only changed inputs and keeps residuals and block energies between frames; the
+    reference recomputes every block from scratch. Same updates, outputs and pending counts, frame after frame."""
+    gen = torch.Generator().manual_seed(10 + stride)
+    h, w, c, block, eps2 = 15, 18, 4, 2, 0.3
+    geometry = (3, 3, stride, stride, 1, 1, 1, 1, (h - 1) // stride + 1, (w - 1) // stride + 1)
+    ho, wo = geometry[8], geometry[9]
+    n_blocks = ((ho + block - 1) // block) * ((wo + block - 1) // block)
+    x = torch.rand(h, w, c, generator=gen)
+    states = {}
+    for name in ("cpp", "ref"):
+        states[name] = dict(
+            xhat=x.clone(), r2=torch.zeros(h * w), energy=torch.zeros(n_blocks, dtype=torch.float64), pending=0
+        )
+    stamps = [torch.zeros(h * w, dtype=torch.int32), torch.zeros(ho * wo, dtype=torch.int32)]
+    stamps.append(torch.zeros(n_blocks, dtype=torch.int32))
+    fired_frames = 0
+    for frame in range(1, 30):
+        changes = positions(h * w, 12, frame)
+        x = x.clone()
+        x.view(-1, c)[changes.long()] += 0.15 * torch.randn(12, c, generator=gen)
+        results = {}
+        for name, kernels in (("cpp", CPP), ("ref", REF)):
+            s = states[name]
+            outs, n_updated, s["pending"], refreshed = kernels.select_update(
+                x,
+                s["xhat"],
+                changes,
+                False,
+                s["r2"],
+                s["energy"],
+                *stamps,
+                frame,
+                geometry,
+                eps2,
+                block,
+                1.0,
+                s["pending"],
+            )
+            assert not refreshed
+            results[name] = (outs.tolist(), n_updated, s["pending"])
+        assert results["cpp"] == results["ref"]
+        assert torch.equal(states["cpp"]["xhat"], states["ref"]["xhat"])
+        assert torch.allclose(states["cpp"]["r2"], states["ref"]["r2"])
+        assert torch.allclose(states["cpp"]["energy"], states["ref"]["energy"], atol=1e-9)
+        fired_frames += results["cpp"][1] > 0
+    assert 0 < fired_frames < 29, "the sequence must exercise both waiting and firing"

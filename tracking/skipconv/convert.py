@@ -246,8 +246,9 @@ class SkipModel:
     def _step(self) -> None:
         changes: list[Positions] = [EVERYWHERE] * len(self.layers)
         changes[0] = self.layers[0].step([], [], self._ctx)
-        if changes[0].numel() == 0 and not any(c.pending.numel() for c in self._convs):
-            # An unchanged frame costs only the input compare.
+        if changes[0].numel() == 0:
+            # An unchanged frame costs only the input compare: pending residuals can only fire when an input of
+            # their block changes.
             for layer in self.layers[1:]:
                 layer.idle()
             self._first_changes = torch.zeros(0, dtype=torch.int32)
@@ -262,9 +263,11 @@ class SkipModel:
 
     def memory(self) -> dict[str, int]:
         """Bytes held: ``activations`` (every layer's output, what a dense pass also produces) and ``cache`` (the
-        skip state on top: reference inputs, pending lists, stamp arrays)."""
+        skip state on top: reference inputs, gate residuals and block energies, stamp arrays)."""
         outs = sum(layer.out.numel() * layer.out.element_size() for layer in self.layers[1:])
-        refs = sum(c.xhat.numel() * 4 + c.pending.numel() * 4 for c in self._convs if hasattr(c, "xhat"))
+        refs = sum(
+            c.xhat.numel() * 4 + c.r2.numel() * 4 + c.energy.numel() * 8 for c in self._convs if hasattr(c, "xhat")
+        )
         return {"activations": outs, "cache": refs + self._ctx.scratch.nbytes()}
 
 

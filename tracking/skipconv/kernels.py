@@ -48,16 +48,23 @@ class Kernels(Protocol):
         self,
         X: torch.Tensor,
         Xhat: torch.Tensor,
-        candidates: torch.Tensor,
-        all_candidates: bool,
+        changes: torch.Tensor,
+        all_changed: bool,
+        r2: torch.Tensor,
+        energy: torch.Tensor,
         stamp_in: torch.Tensor,
         stamp_out: torch.Tensor,
+        stamp_blocks: torch.Tensor,
         stamp: int,
         geometry: Geometry,
         eps2_block: float,
         block: int,
         refresh_fraction: float,
-    ) -> tuple[torch.Tensor, torch.Tensor, int, bool]: ...
+        pending: int,
+    ) -> tuple[torch.Tensor, int, int, bool]:
+        """The norm gate, incremental in ``changes``: (outputs to recompute, inputs updated, inputs still pending,
+        refresh). ``r2`` (Hi * Wi float32) and ``energy`` (blocks float64) are the layer's gate state."""
+        ...
 
     def dilate_positions(
         self, inputs: torch.Tensor, Hi: int, Wi: int, stamp_out: torch.Tensor, stamp: int, geometry: Geometry
@@ -94,7 +101,10 @@ class Kernels(Protocol):
         act: int,
     ) -> None: ...
 
-    def changed_positions(self, X: torch.Tensor, prev: torch.Tensor) -> torch.Tensor: ...
+    def changed_positions(self, X: torch.Tensor, prev: torch.Tensor, dense_fraction: float) -> tuple[torch.Tensor, int]:
+        """(sorted positions where X differs from prev, their count); prev takes X's values. Above
+        ``dense_fraction`` the list comes back empty (with the count)."""
+        ...
 
     def copy_positions(self, X: torch.Tensor, Z: torch.Tensor, positions: torch.Tensor, offset: int) -> None: ...
 
@@ -113,13 +123,11 @@ class CppKernels:
     def __init__(self, module: object) -> None:
         self._m = module
 
-    def select_update(
-        self, X, Xhat, candidates, all_candidates, stamp_in, stamp_out, stamp, geometry, eps2, block, refresh
-    ):
-        outputs, pending, n_updated, refreshed = self._m.select_update(
-            X, Xhat, candidates, all_candidates, stamp_in, stamp_out, stamp, list(geometry), eps2, block, refresh
+    def select_update(self, X, Xhat, changes, all_changed, r2, energy, s_in, s_out, s_blk, stamp, geometry, *rest):
+        outputs, n_updated, n_pending, refreshed = self._m.select_update(
+            X, Xhat, changes, all_changed, r2, energy, s_in, s_out, s_blk, stamp, list(geometry), *rest
         )
-        return outputs, pending, int(n_updated), bool(refreshed)
+        return outputs, int(n_updated), int(n_pending), bool(refreshed)
 
     def dilate_positions(self, inputs, Hi, Wi, stamp_out, stamp, geometry):
         return self._m.dilate_positions(inputs, Hi, Wi, stamp_out, stamp, list(geometry))
@@ -139,8 +147,9 @@ class CppKernels:
     def conv_rows(self, Xhat, outputs, geometry, weight, bias, Z, act):
         self._m.conv_rows(Xhat, outputs, list(geometry), weight, bias, Z, act)
 
-    def changed_positions(self, X, prev):
-        return self._m.changed_positions(X, prev)
+    def changed_positions(self, X, prev, dense_fraction):
+        positions, count = self._m.changed_positions(X, prev, dense_fraction)
+        return positions, int(count)
 
     def copy_positions(self, X, Z, positions, offset):
         self._m.copy_positions(X, Z, positions, offset)
@@ -171,39 +180,46 @@ class TorchKernels:
                 dst.append((ty[ok] // sh) * Wo + tx[ok] // sw)
         return torch.cat(src), torch.cat(dst)
 
-    def select_update(
-        self, X, Xhat, candidates, all_candidates, stamp_in, stamp_out, stamp, geometry, eps2, block, refresh
-    ):
+    def select_update(self, X, Xhat, changes, all_changed, r2, energy, s_in, s_out, s_blk, stamp, geometry, *rest):
+        """Recomputes every block's energy from the whole r2 state: same results as the incremental C++ gate."""
+        eps2, block, refresh, _ = rest
         Hi, Wi, C = X.shape
-        Ho, Wo = geometry[8], geometry[9]
-        if all_candidates:
-            cand = torch.arange(Hi * Wi, dtype=torch.long)
-        else:
-            cand = torch.unique(candidates.long())
         x2, h2 = X.view(-1, C), Xhat.view(-1, C)
-        r2 = (x2[cand] - h2[cand]).pow(2).sum(1)
-        r2 = torch.where(torch.isnan(r2), torch.full_like(r2, float("inf")), r2)
-        changed, changed_r2 = cand[r2 > 0], r2[r2 > 0]
+        idx = torch.arange(Hi * Wi) if all_changed else torch.unique(changes.long())
+        new = (x2[idx] - h2[idx]).pow(2).sum(1)
+        new = torch.where(torch.isnan(new), torch.full_like(new, float("inf")), new)
+        r2_new = r2.clone()
+        r2_new[idx] = new
         if eps2 <= 0:
-            update, pending = changed, changed[:0]
+            update = idx[new > 0]
         else:
-            src, dst = self._outputs_of(changed, Wi, geometry)
-            nbw = (Wo + block - 1) // block
-            blk = (dst // Wo // block) * nbw + (dst % Wo) // block
-            pairs = torch.unique(src * (nbw * ((Ho + block - 1) // block)) + blk)
-            n_blocks = nbw * ((Ho + block - 1) // block)
-            psrc, pblk = pairs // n_blocks, pairs % n_blocks
-            energy = torch.zeros(n_blocks, dtype=torch.float64)
-            energy.index_add_(0, pblk, changed_r2[psrc].double())
-            fired_src = torch.unique(psrc[energy[pblk] > eps2])
-            fired = torch.zeros(len(changed), dtype=torch.bool)
-            fired[fired_src] = True
-            update, pending = changed[fired], changed[~fired]
+            block_energy, changed, psrc, pblk = self._block_energy(r2_new, Wi, geometry, block)
+            update = changed[torch.unique(psrc[block_energy[pblk] > eps2])]
         if len(update) > refresh * Hi * Wi:
-            return candidates[:0].int(), candidates[:0].int(), len(update), True
+            return changes[:0].int(), len(update), 0, True
+        r2.copy_(r2_new)
+        r2[update] = 0.0
+        if eps2 <= 0:
+            r2.zero_()
+        else:
+            energy.copy_(self._block_energy(r2, Wi, geometry, block)[0])
         h2[update] = x2[update]
         _, dst = self._outputs_of(update, Wi, geometry)
-        return torch.unique(dst).int(), pending.int(), len(update), False
+        return torch.unique(dst).int(), len(update), int((r2 > 0).sum()), False
+
+    def _block_energy(self, r2, Wi, geometry, block):
+        """(every block's summed r2, positions with r2 > 0, (index into them, block) pairs of window membership)."""
+        Ho, Wo = geometry[8], geometry[9]
+        changed = torch.nonzero(r2 > 0).flatten()
+        src, dst = self._outputs_of(changed, Wi, geometry)
+        nbw, nbh = (Wo + block - 1) // block, (Ho + block - 1) // block
+        n_blocks = nbw * nbh
+        blk = (dst // Wo // block) * nbw + (dst % Wo) // block
+        pairs = torch.unique(src * n_blocks + blk)
+        psrc, pblk = pairs // n_blocks, pairs % n_blocks
+        energy = torch.zeros(n_blocks, dtype=torch.float64)
+        energy.index_add_(0, pblk, r2[changed][psrc].double())
+        return energy, changed, psrc, pblk
 
     def dilate_positions(self, inputs, Hi, Wi, stamp_out, stamp, geometry):
         _, dst = self._outputs_of(inputs, Wi, geometry)
@@ -245,12 +261,14 @@ class TorchKernels:
             rows = rows + bias
         self.scatter_rows(Z, outputs, _ACTS[act](rows).contiguous())
 
-    def changed_positions(self, X, prev):
+    def changed_positions(self, X, prev, dense_fraction):
         C = X.shape[2]
         x2, p2 = X.reshape(-1, C), prev.view(-1, C)
         changed = torch.nonzero((x2 != p2).any(1)).flatten()
         p2[changed] = x2[changed]
-        return changed.int()
+        if len(changed) > dense_fraction * len(x2):
+            return changed[:0].int(), len(changed)
+        return changed.int(), len(changed)
 
     def copy_positions(self, X, Z, positions, offset):
         p = positions.long()
@@ -326,7 +344,7 @@ def load_cpp() -> CppKernels:
                     name="skiptrack_skipconv_kernels",
                     sources=[str(_SOURCE)],
                     build_directory=str(build),
-                    extra_cflags=["-O3", "-fopenmp"],
+                    extra_cflags=["-O3", "-march=native", "-fopenmp"],
                     extra_ldflags=["-fopenmp"],
                     verbose=False,
                 )

@@ -3,8 +3,9 @@
 Every layer holds ``out``, a (1, C, H, W) channels_last tensor whose memory is the NHWC map ``hwc`` (H, W, C).
 ``key`` recomputes it densely; ``step`` takes the active sets of its inputs (positions whose value may have changed
 since the last frame, see ``masks``) and returns its own. Convolutions are the only layers with state beyond
-``out``: the reference input X̂, the positions still pending below the threshold, and the input scale σ that turns
-the global threshold into a per-layer one.
+``out``: the reference input X̂, the gate state (the squared residual of every input position still pending below
+the threshold and each gate block's summed residual, updated only where the input changed), and the input scale σ
+that turns the global threshold into a per-layer one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from tracking.skipconv.errors import UnsupportedOperationError
-from tracking.skipconv.masks import EVERYWHERE, Positions, empty_positions
+from tracking.skipconv.masks import EVERYWHERE, Positions
 from tracking.skipconv.stats import LayerStats, Path
 
 if TYPE_CHECKING:
@@ -78,7 +79,8 @@ class Layer:
     def __init__(self, name: str, inputs: list[int]) -> None:
         self.name = name
         self.inputs = inputs
-        self.out = torch.empty(0)
+        self._out = self._hwc = torch.empty(0)
+        self.shared = False
         self.stats = LayerStats(name, self.op)
 
     @property
@@ -90,6 +92,7 @@ class Layer:
     @out.setter
     def out(self, value: torch.Tensor) -> None:
         self._out = value
+        self._hwc = hwc_of(value)
         self.shared = False
 
     def writable(self) -> torch.Tensor:
@@ -100,7 +103,8 @@ class Layer:
 
     @property
     def hwc(self) -> torch.Tensor:
-        return hwc_of(self.out)
+        """The (H, W, C) view of ``out`` (kept with it: views cost microseconds on every frame)."""
+        return self._hwc
 
     @property
     def size(self) -> tuple[int, int]:
@@ -147,9 +151,15 @@ class InputLayer(Layer):
         self.out = self.frame.clone()
         self._record(Path.DENSE, self.size[0] * self.size[1])
 
+    # Above this fraction of changed pixels (sensor noise) the frame counts as changed everywhere: the first
+    # convolutions then scan their whole input, cheaper than building and walking a list of every pixel.
+    DENSE_FRACTION = 0.5
+
     def step(self, xs: list[Layer], changes: list[Positions], ctx: Context) -> Positions:
-        changed = ctx.kernels.changed_positions(hwc_of(self.frame), self.writable())
-        self._record(Path.SPARSE if changed.numel() else Path.IDLE, changed.numel())
+        changed, count = ctx.kernels.changed_positions(hwc_of(self.frame), self.writable(), self.DENSE_FRACTION)
+        self._record(Path.SPARSE if count else Path.IDLE, count)
+        if count and not changed.numel():
+            return ctx.scratch.everywhere(*self.size)
         return changed
 
 
@@ -160,6 +170,9 @@ class ConvLayer(Layer):
     """
 
     op = "conv"
+    # Frames after a gate-requested refresh that refresh again without running the gate while the input keeps
+    # changing broadly (camera motion comes in runs of frames; the gate would only confirm it at its own cost).
+    DENSE_STREAK = 3
 
     def __init__(self, name: str, inputs: list[int], conv: torch.nn.Conv2d, act: Activation | None) -> None:
         super().__init__(name, inputs)
@@ -181,7 +194,11 @@ class ConvLayer(Layer):
         self.pointwise = (kh, kw) == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0) and self.groups == 1
         self.break_even = 1.0
         self.xhat_shared = False
-        self.pending = empty_positions()
+        self.pending_count = 0
+        self.r2 = torch.zeros(0)
+        self.energy = torch.zeros(0, dtype=torch.float64)
+        self.energy_stale = False
+        self.dense_frames_left = 0
         self.sigma = 0.0
         self.eps2_block = 0.0
 
@@ -197,17 +214,13 @@ class ConvLayer(Layer):
         return (kh, kw, sh, sw, ph, pw, dh, dw, ho, wo)
 
     def _dense(self, ctx: Context) -> torch.Tensor:
-        if self.in_channels == 1 and self.groups == 1 and (self.act is None or self.act.code):
-            # oneDNN returns NCHW for a 1-channel input (its layout is ambiguous); the fused row kernel over all
-            # positions writes NHWC directly and saves the conversion copy.
-            ho, wo = self.geom[8], self.geom[9]
-            out = torch.empty(ho, wo, self.bias.numel())
-            code = self.act.code if self.act else 0
-            ctx.kernels.conv_rows(
-                hwc_of(self.xhat), ctx.scratch.everywhere(ho, wo), self.geom, self.wmat, self.bias, out, code
-            )
-            return wrap(out)
-        if self.pointwise:
+        if self.in_channels == 1:
+            # oneDNN returns NCHW for a 1-channel input (its layout is ambiguous): convert into an NHWC buffer.
+            z = F.conv2d(self.xhat, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            out = torch.empty(z.shape[2], z.shape[3], z.shape[1])
+            out.copy_(z[0].permute(1, 2, 0))
+            z = wrap(out)
+        elif self.pointwise:
             # oneDNN cannot tell a 1x1 weight's layout and falls back to NCHW copies; a GEMM on NHWC has none.
             hi, wi = self.xhat.shape[2], self.xhat.shape[3]
             z = torch.addmm(self.bias, hwc_of(self.xhat).reshape(hi * wi, -1), self.wmat)
@@ -258,6 +271,21 @@ class ConvLayer(Layer):
         rf = ((b - 1) * sh + (kh - 1) * dh + 1) * ((b - 1) * sw + (kw - 1) * dw + 1)
         self.block_used = b
         self.eps2_block = (ctx.threshold * self.sigma) ** 2 * rf * self.in_channels
+        blocks = self.blocks_shape()
+        if self.energy.numel() != blocks[0] * blocks[1]:
+            # A new block grid: the next step rebuilds every block's energy from the whole input.
+            self.energy = torch.zeros(blocks[0] * blocks[1], dtype=torch.float64)
+            self.energy_stale = True
+
+    def blocks_shape(self) -> tuple[int, int]:
+        """(rows, columns) of gate blocks on the output grid."""
+        b = self.block_used
+        return (self.geom[8] + b - 1) // b, (self.geom[9] + b - 1) // b
+
+    @property
+    def pending(self) -> torch.Tensor:
+        """Input positions whose change is still below the threshold (sorted int32; for inspection)."""
+        return torch.nonzero(self.r2 > 0).flatten().int()
 
     def key(self, xs: list[Layer], ctx: Context) -> None:
         x = xs[0]
@@ -274,12 +302,19 @@ class ConvLayer(Layer):
         self.xhat = x.out
         x.shared = True
         self.xhat_shared = True
-        self.pending = empty_positions()
+        hi, wi = x.size
+        if self.r2.numel() != hi * wi:
+            self.r2 = torch.zeros(hi * wi)
+        else:
+            self.r2.zero_()
+        self.energy.zero_()
+        self.energy_stale = False
+        self.pending_count = 0
         self.out = self._dense(ctx)
 
     def idle(self) -> None:
         self._record(Path.IDLE, 0, 0, self.geom[8] * self.geom[9] * self.macs_per_position)
-        self.stats.pending_inputs = self.pending.numel()
+        self.stats.pending_inputs = self.pending_count
 
     def step(self, xs: list[Layer], changes: list[Positions], ctx: Context) -> Positions:
         ho, wo = self.geom[8], self.geom[9]
@@ -287,14 +322,17 @@ class ConvLayer(Layer):
         change = changes[0]
         if change is not EVERYWHERE and change.numel() == 0:
             self._record(Path.IDLE, 0, 0, dense_macs)
-            self.stats.pending_inputs = self.pending.numel()
+            self.stats.pending_inputs = self.pending_count
             return change
         x = xs[0]
         hi, wi = x.size
         t = time.perf_counter()
         exact = self.eps2_block == 0.0
-        if exact and (change is EVERYWHERE or change.numel() > self.break_even * hi * wi):
-            # Without a threshold every changed input updates X̂: past break-even, skip the bookkeeping.
+        broad = change is EVERYWHERE or change.numel() > self.break_even * hi * wi
+        if broad and (exact or self.dense_frames_left > 0):
+            # Without a threshold every changed input updates X̂, and right after the gate itself asked for a
+            # refresh the next frames most likely will too: past break-even, skip the bookkeeping.
+            self.dense_frames_left = max(0, self.dense_frames_left - 1)
             self._refresh(x, ctx)
             ctx.add_time("dense", t)
             self._record(Path.DENSE, ho * wo, dense_macs, dense_macs)
@@ -303,34 +341,34 @@ class ConvLayer(Layer):
         if self.xhat_shared:
             self.xhat = self.xhat.clone()
             self.xhat_shared = False
-        # With noise (sensor noise at the input), most positions are candidates every frame: scanning them all
-        # is cheaper than merging two long lists.
-        everywhere = change is EVERYWHERE or change.numel() + self.pending.numel() > hi * wi // 2
-        if everywhere:
-            candidates = empty_positions()
-        else:
-            candidates = torch.cat([change, self.pending]) if self.pending.numel() else change
-        active, pending, n_updated, refresh = ctx.kernels.select_update(
+        scratch = ctx.scratch
+        everywhere = change is EVERYWHERE or self.energy_stale
+        self.energy_stale = False
+        active, n_updated, self.pending_count, refresh = ctx.kernels.select_update(
             x.hwc,
             hwc_of(self.xhat),
-            candidates,
+            scratch.none if everywhere else change,
             everywhere,
-            ctx.scratch.stamps(hi, wi, "in"),
-            ctx.scratch.stamps(ho, wo, "out"),
-            ctx.scratch.stamp(),
+            self.r2,
+            self.energy,
+            scratch.stamps(hi, wi, "in"),
+            scratch.stamps(ho, wo, "out"),
+            scratch.stamps(*self.blocks_shape(), "blocks"),
+            scratch.stamp(),
             self.geom,
             self.eps2_block,
             self.block_used,
             self.break_even,
+            self.pending_count,
         )
         t = ctx.add_time("mask", t)
         if refresh:
+            self.dense_frames_left = self.DENSE_STREAK
             self._refresh(x, ctx)
             ctx.add_time("dense", t)
             self._record(Path.DENSE, ho * wo, dense_macs, dense_macs)
             self.stats.updated_inputs = hi * wi
             return EVERYWHERE
-        self.pending = pending
         n = active.numel()
         if n == 0:
             self._record(Path.IDLE, 0, 0, dense_macs)
@@ -342,7 +380,7 @@ class ConvLayer(Layer):
             self._sparse(active, self.writable(), ctx)
             self._record(Path.SPARSE, n, n * self.macs_per_position, dense_macs)
         self.stats.updated_inputs = n_updated
-        self.stats.pending_inputs = self.pending.numel()
+        self.stats.pending_inputs = self.pending_count
         return active
 
     def measure_break_even(self, ctx: Context, fractions: tuple[float, ...], repeats: int = 3) -> float:

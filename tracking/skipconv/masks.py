@@ -36,6 +36,7 @@ class GridScratch:
         self._stamps: dict[tuple[int, int, str], torch.Tensor] = {}
         self._everywhere: dict[tuple[int, int], torch.Tensor] = {}
         self._next = 1
+        self.none = empty_positions()
 
     def stamps(self, height: int, width: int, role: str = "out") -> torch.Tensor:
         """The (height * width,) int32 stamp array of that grid; ``role`` keeps a layer's input and output marks

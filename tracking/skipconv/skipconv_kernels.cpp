@@ -95,130 +95,201 @@ std::vector<int32_t> affected_outputs(const std::vector<int32_t>& inputs, int64_
 
 }  // namespace
 
-// Residual gate + reference update + output selection for one skip layer.
+namespace {
+// Gate blocks along one axis: for each input coordinate the range [lo, hi] of blocks (of `block` outputs) holding an
+// output whose dilation-free span reaches it (hi < lo: none), and for each block the input range [first, last]
+// of coordinates whose range contains it. Built per call from the geometry: a few hundred entries.
+struct BlockAxis {
+  std::vector<int32_t> lo, hi, first, last;
+  bool contiguous = true;  // every block's inputs form one range [first, last] (not so for 1x1 stride-2 windows)
+  BlockAxis(int64_t n_in, int64_t n_out, int64_t k, int64_t s, int64_t p, int64_t d, int64_t block)
+      : lo(n_in), hi(n_in) {
+    const int64_t reach = (k - 1) * d, n_blocks = (n_out + block - 1) / block;
+    first.assign(n_blocks, static_cast<int32_t>(n_in));
+    last.assign(n_blocks, -1);
+    for (int64_t i = 0; i < n_in; ++i) {
+      const int64_t lo_num = i + p - reach;
+      const int64_t o0 = lo_num <= 0 ? 0 : (lo_num + s - 1) / s;
+      const int64_t o1 = std::min<int64_t>(n_out - 1, (i + p) / s);
+      lo[i] = static_cast<int32_t>(o0 / block);
+      hi[i] = static_cast<int32_t>(o1 < o0 ? o0 / block - 1 : o1 / block);
+      for (int64_t b = lo[i]; b <= hi[i]; ++b) {
+        first[b] = std::min<int32_t>(first[b], static_cast<int32_t>(i));
+        last[b] = std::max<int32_t>(last[b], static_cast<int32_t>(i));
+      }
+    }
+    for (int64_t b = 0; b < n_blocks; ++b)
+      for (int64_t i = first[b]; i <= last[b]; ++i) contiguous = contiguous && contains(i, b);
+  }
+  bool contains(int64_t i, int64_t b) const { return lo[i] <= b && b <= hi[i]; }
+};
+
+float residual2(const float* a, const float* h, int64_t C) {
+  // Eight independent partial sums let the compiler vectorise the reduction.
+  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  int64_t c = 0;
+  for (; c + 8 <= C; c += 8)
+    for (int k = 0; k < 8; ++k) {
+      const float d = a[c + k] - h[c + k];
+      acc[k] += d * d;
+    }
+  float s = 0.f;
+  for (; c < C; ++c) {
+    const float d = a[c] - h[c];
+    s += d * d;
+  }
+  for (int k = 0; k < 8; ++k) s += acc[k];
+  // A NaN residual must fire, never wait: (s != s) keeps it visible.
+  return (s != s) ? INFINITY : s;
+}
+}  // namespace
+
+// Residual gate + reference update + output selection for one skip layer, incremental in the changes.
 //
-// X, Xhat: (Hi, Wi, C). candidates: int32 positions where X may differ from Xhat (changed inputs and positions
-// pending from earlier frames; pending lists come back unsorted); all_candidates: every position is a candidate. Block gate: output positions are
-// grouped in block x block tiles; a tile fires when the squared residual norm over its receptive field exceeds
-// eps2_block (eps2_block <= 0: every nonzero residual fires). Xhat takes X's value at every nonzero-residual input
-// position inside a fired tile's receptive field; the rest stay pending. Returns (outputs to recompute, pending
-// positions, number of input positions updated, refresh flag). When more than refresh_fraction of the input
-// positions would be updated, nothing is written and the refresh flag is 1: the caller refreshes the whole layer.
-std::vector<at::Tensor> select_update(const at::Tensor& X, at::Tensor& Xhat, const at::Tensor& candidates,
-                                      bool all_candidates, at::Tensor& stamp_in, at::Tensor& stamp_out,
+// X, Xhat: (Hi, Wi, C). State kept by the caller between frames: r2 (Hi * Wi float32), the squared residual
+// |X - Xhat|^2 of every input position still pending (0 elsewhere), and energy (blocks, float64), each gate
+// block's sum of r2 over its receptive field. `changes`: int32 positions whose X changed since the last call
+// (all_changed: every position). Only those residuals are recomputed: a pending position whose input did not
+// change keeps its residual, so a frame costs O(changes), not O(pending). A block fires when its energy exceeds
+// eps2_block (eps2_block <= 0: exact mode, every nonzero residual updates at once); Xhat takes X's value at every
+// pending position inside a fired block's receptive field. Returns (outputs to recompute (sorted), number of
+// input positions updated, number still pending, refresh flag). When more than refresh_fraction of the input
+// positions would be updated, Xhat is left alone and the refresh flag is 1: the caller refreshes the whole layer
+// and zeroes r2 and energy.
+std::vector<at::Tensor> select_update(const at::Tensor& X, at::Tensor& Xhat, const at::Tensor& changes,
+                                      bool all_changed, at::Tensor& r2_state, at::Tensor& energy_state,
+                                      at::Tensor& stamp_in, at::Tensor& stamp_out, at::Tensor& stamp_blk,
                                       int64_t stamp64, std::vector<int64_t> geometry, double eps2_block,
-                                      int64_t block, double refresh_fraction) {
+                                      int64_t block, double refresh_fraction, int64_t pending_in) {
   check_map(X, "X");
   check_map(Xhat, "Xhat");
   TORCH_CHECK(X.sizes() == Xhat.sizes(), "X and Xhat must have the same shape");
   const Geometry g = geometry_from(geometry);
   const int64_t Hi = X.size(0), Wi = X.size(1), C = X.size(2), n_in = Hi * Wi;
+  const int64_t nbh = (g.Ho + block - 1) / block, nbw = (g.Wo + block - 1) / block;
+  TORCH_CHECK(r2_state.numel() == n_in && r2_state.scalar_type() == at::kFloat, "r2 must be (Hi * Wi,) float32");
+  TORCH_CHECK(energy_state.numel() == nbh * nbw && energy_state.scalar_type() == at::kDouble,
+              "energy must be (blocks,) float64");
+  TORCH_CHECK(stamp_blk.numel() >= nbh * nbw, "block stamps too small");
   const int32_t stamp = static_cast<int32_t>(stamp64);
   int32_t* sin = stamp_in.data_ptr<int32_t>();
   int32_t* sout = stamp_out.data_ptr<int32_t>();
+  int32_t* sblk = stamp_blk.data_ptr<int32_t>();
+  float* r2 = r2_state.data_ptr<float>();
+  double* energy = energy_state.data_ptr<double>();
   const float* x = X.data_ptr<float>();
   float* xh = Xhat.data_ptr<float>();
+  const bool exact = eps2_block <= 0.0;
+  const bool dense = all_changed || changes.numel() * 4 > n_in;
+  int64_t pending = pending_in;
 
-  std::vector<int32_t> cand;
-  if (all_candidates) {
-    cand.resize(n_in);
-    for (int64_t i = 0; i < n_in; ++i) cand[i] = static_cast<int32_t>(i);
-  } else {
-    const int32_t* c = candidates.data_ptr<int32_t>();
-    const int64_t nc = candidates.numel();
-    cand.reserve(nc);
-    for (int64_t i = 0; i < nc; ++i) {
-      const int32_t p = c[i];
-      if (sin[p] != stamp) {
-        sin[p] = stamp;
-        cand.push_back(p);
-      }
+  std::vector<int32_t> update;
+  auto mark_update = [&](int32_t q) {
+    if (sin[q] != stamp) {
+      sin[q] = stamp;
+      update.push_back(q);
     }
-  }
-  const int64_t nc = static_cast<int64_t>(cand.size());
-  std::vector<float> r2(nc);
-  at::parallel_for(0, nc, grain_for(C), [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const float* a = x + static_cast<int64_t>(cand[i]) * C;
-      const float* h = xh + static_cast<int64_t>(cand[i]) * C;
-      // Eight independent partial sums let the compiler vectorise the reduction.
-      float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-      int64_t c = 0;
-      for (; c + 8 <= C; c += 8)
-        for (int k = 0; k < 8; ++k) {
-          const float d = a[c + k] - h[c + k];
-          acc[k] += d * d;
+  };
+
+  if (exact) {
+    // Every nonzero residual updates now: r2 and energy stay zero.
+    if (dense) {
+      for (int64_t i = 0; i < n_in; ++i)
+        if (residual2(x + i * C, xh + i * C, C) > 0.f) update.push_back(static_cast<int32_t>(i));
+    } else {
+      const int32_t* c = changes.data_ptr<int32_t>();
+      for (int64_t i = 0; i < changes.numel(); ++i)
+        if (residual2(x + static_cast<int64_t>(c[i]) * C, xh + static_cast<int64_t>(c[i]) * C, C) > 0.f)
+          mark_update(c[i]);
+    }
+    pending = 0;
+  } else {
+    const BlockAxis rows(Hi, g.Ho, g.kh, g.sh, g.ph, g.dh, block), cols(Wi, g.Wo, g.kw, g.sw, g.pw, g.dw, block);
+    std::vector<int32_t> touched;  // blocks whose energy may have crossed the threshold
+    if (dense) {
+      // Recompute every residual and every block's energy: row sums per block column, then column sums.
+      std::vector<double> row_energy(Hi * nbw, 0.0);
+      if (C == 1) {  // the first layer on a noisy camera: two flat loops the compiler vectorises
+        for (int64_t i = 0; i < n_in; ++i) {
+          const float d = x[i] - xh[i];
+          r2[i] = d * d;
         }
-      float s = 0.f;
-      for (; c < C; ++c) {
-        const float d = a[c] - h[c];
-        s += d * d;
+        for (int64_t i = 0; i < n_in; ++i)
+          if (r2[i] != r2[i]) r2[i] = INFINITY;
+      } else {
+        for (int64_t i = 0; i < n_in; ++i) r2[i] = residual2(x + i * C, xh + i * C, C);
       }
-      for (int k = 0; k < 8; ++k) s += acc[k];
-      // A NaN residual must fire, never wait: (d != d) keeps it visible.
-      r2[i] = (s != s) ? INFINITY : s;
-    }
-  });
-  std::vector<int32_t> changed;
-  std::vector<float> changed_r2;
-  changed.reserve(nc);
-  changed_r2.reserve(nc);
-  for (int64_t i = 0; i < nc; ++i)
-    if (r2[i] > 0.f) {
-      changed.push_back(cand[i]);
-      changed_r2.push_back(r2[i]);
-    }
-
-  std::vector<int32_t> update, pending;
-  if (eps2_block <= 0.0) {
-    update.swap(changed);
-  } else {
-    const int64_t nbh = (g.Ho + block - 1) / block, nbw = (g.Wo + block - 1) / block;
-    std::vector<double> energy(nbh * nbw, 0.0);
-    // Block range per input row / column: the blocks holding outputs whose (dilation-free) span reaches it.
-    auto block_table = [&](int64_t n_in, int64_t n_out, int64_t k, int64_t st, int64_t pd, int64_t dl) {
-      std::vector<int64_t> t(n_in * 2);
-      const int64_t reach = (k - 1) * dl;
-      for (int64_t i = 0; i < n_in; ++i) {
-        const int64_t lo_num = i + pd - reach;
-        const int64_t o0 = lo_num <= 0 ? 0 : (lo_num + st - 1) / st;
-        const int64_t o1 = std::min<int64_t>(n_out - 1, (i + pd) / st);
-        t[2 * i] = o0 / block;
-        t[2 * i + 1] = o1 < o0 ? o0 / block - 1 : o1 / block;
+      int64_t count = 0;
+      for (int64_t i = 0; i < n_in; ++i) count += r2[i] > 0.f;
+      for (int64_t y = 0; y < Hi; ++y) {
+        double* re = &row_energy[y * nbw];
+        const float* rr = r2 + y * Wi;
+        for (int64_t bx = 0; bx < nbw; ++bx) {
+          double sum = 0.0;
+          for (int64_t xx = cols.first[bx]; xx <= cols.last[bx]; ++xx)
+            if (cols.contiguous || cols.contains(xx, bx)) sum += rr[xx];
+          re[bx] = sum;
+        }
       }
-      return t;
-    };
-    const std::vector<int64_t> brow = block_table(Hi, g.Ho, g.kh, g.sh, g.ph, g.dh);
-    const std::vector<int64_t> bcol = block_table(Wi, g.Wo, g.kw, g.sw, g.pw, g.dw);
-    auto block_range = [&](int32_t p, int64_t& by0, int64_t& by1, int64_t& bx0, int64_t& bx1) {
-      const int64_t y = p / Wi, xx = p - y * Wi;
-      by0 = brow[2 * y];
-      by1 = brow[2 * y + 1];
-      bx0 = bcol[2 * xx];
-      bx1 = bcol[2 * xx + 1];
-    };
-    for (size_t i = 0; i < changed.size(); ++i) {
-      int64_t by0, by1, bx0, bx1;
-      block_range(changed[i], by0, by1, bx0, bx1);
-      for (int64_t by = by0; by <= by1; ++by)
-        for (int64_t bx = bx0; bx <= bx1; ++bx) energy[by * nbw + bx] += changed_r2[i];
+      std::fill(energy, energy + nbh * nbw, 0.0);
+      for (int64_t by = 0; by < nbh; ++by) {
+        double* e = energy + by * nbw;
+        for (int64_t y = rows.first[by]; y <= rows.last[by]; ++y) {
+          if (!rows.contiguous && !rows.contains(y, by)) continue;
+          const double* re = &row_energy[y * nbw];
+          for (int64_t bx = 0; bx < nbw; ++bx) e[bx] += re[bx];
+        }
+      }
+      pending = count;
+      touched.resize(nbh * nbw);
+      for (int64_t b = 0; b < nbh * nbw; ++b) touched[b] = static_cast<int32_t>(b);
+    } else {
+      const int32_t* c = changes.data_ptr<int32_t>();
+      for (int64_t k = 0; k < changes.numel(); ++k) {
+        const int64_t i = c[k];
+        const float v = residual2(x + i * C, xh + i * C, C);
+        const double d = static_cast<double>(v) - static_cast<double>(r2[i]);
+        if (d == 0.0) continue;
+        pending += (v > 0.f) - (r2[i] > 0.f);
+        r2[i] = v;
+        const int64_t y = i / Wi, xx = i - y * Wi;
+        for (int64_t by = rows.lo[y]; by <= rows.hi[y]; ++by)
+          for (int64_t bx = cols.lo[xx]; bx <= cols.hi[xx]; ++bx) {
+            const int64_t b = by * nbw + bx;
+            energy[b] += d;
+            if (sblk[b] != stamp) {
+              sblk[b] = stamp;
+              touched.push_back(static_cast<int32_t>(b));
+            }
+          }
+      }
     }
-    update.reserve(changed.size());
-    pending.reserve(changed.size());
-    for (int32_t p : changed) {
-      int64_t by0, by1, bx0, bx1;
-      block_range(p, by0, by1, bx0, bx1);
-      bool fired = false;
-      for (int64_t by = by0; by <= by1 && !fired; ++by)
-        for (int64_t bx = bx0; bx <= bx1 && !fired; ++bx) fired = energy[by * nbw + bx] > eps2_block;
-      (fired ? update : pending).push_back(p);
+    for (int32_t b : touched) {
+      if (!(energy[b] > eps2_block)) continue;
+      const int64_t by = b / nbw, bx = b - by * nbw;
+      for (int64_t y = rows.first[by]; y <= rows.last[by]; ++y) {
+        if (!rows.contains(y, by)) continue;
+        for (int64_t xx = cols.first[bx]; xx <= cols.last[bx]; ++xx)
+          if (r2[y * Wi + xx] > 0.f && cols.contains(xx, bx)) mark_update(static_cast<int32_t>(y * Wi + xx));
+      }
     }
   }
 
   const int64_t nu = static_cast<int64_t>(update.size());
   if (nu > refresh_fraction * static_cast<double>(n_in)) {
-    return {at::empty({0}, at::kInt), at::empty({0}, at::kInt), at::scalar_tensor(nu, at::kLong),
+    return {at::empty({0}, at::kInt), at::scalar_tensor(nu, at::kLong), at::scalar_tensor(0, at::kLong),
             at::scalar_tensor(1, at::kLong)};
+  }
+  if (!exact) {
+    const BlockAxis rows(Hi, g.Ho, g.kh, g.sh, g.ph, g.dh, block), cols(Wi, g.Wo, g.kw, g.sw, g.pw, g.dw, block);
+    for (int32_t q : update) {
+      const int64_t y = q / Wi, xx = q - y * Wi;
+      const double v = r2[q];
+      for (int64_t by = rows.lo[y]; by <= rows.hi[y]; ++by)
+        for (int64_t bx = cols.lo[xx]; bx <= cols.hi[xx]; ++bx) energy[by * nbw + bx] -= v;
+      r2[q] = 0.f;
+    }
+    pending -= nu;
   }
   at::parallel_for(0, nu, grain_for(C), [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
@@ -227,7 +298,8 @@ std::vector<at::Tensor> select_update(const at::Tensor& X, at::Tensor& Xhat, con
     }
   });
   std::vector<int32_t> outputs = affected_outputs(update, Hi, Wi, g, sout, stamp);
-  return {to_tensor(outputs), to_tensor(pending), at::scalar_tensor(nu, at::kLong), at::scalar_tensor(0, at::kLong)};
+  return {to_tensor(outputs), at::scalar_tensor(nu, at::kLong), at::scalar_tensor(pending, at::kLong),
+          at::scalar_tensor(0, at::kLong)};
 }
 
 // Output positions whose window (conv/pool geometry) contains any of `inputs`, sorted.
@@ -336,10 +408,41 @@ void scatter_rows(at::Tensor& Z, const at::Tensor& outputs, const at::Tensor& ro
   });
 }
 
+namespace {
+constexpr int64_t kLanes = 16;  // output channels per accumulator vector (one AVX-512 register)
+constexpr int64_t kRows = 8;    // output positions per register tile: each weight load feeds kRows FMAs
+
+// out_r = act(bias + a_r @ w) for kRows rows at once: a (kRows, width), w (width, cout_padded) with cout_padded a
+// multiple of kLanes, results written to the first `cout` channels of each rows' destination.
+typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));  // lowered to AVX-512/AVX2/SSE
+
+void tile_gemm(const float* a, int64_t rows, int64_t width, const float* w, int64_t cout, int64_t cout_padded,
+               const float* bias, float* const* dst, int64_t act) {
+  for (int64_t c0 = 0; c0 < cout_padded; c0 += kLanes) {
+    Lanes b;
+    std::memcpy(&b, bias + c0, sizeof(Lanes));
+    Lanes acc[kRows];
+    for (int64_t r = 0; r < kRows; ++r) acc[r] = b;
+    for (int64_t k = 0; k < width; ++k) {
+      Lanes wk;
+      std::memcpy(&wk, w + k * cout_padded + c0, sizeof(Lanes));
+      for (int64_t r = 0; r < kRows; ++r) acc[r] += a[r * width + k] * wk;
+    }
+    const int64_t n = std::min(kLanes, cout - c0);
+    for (int64_t r = 0; r < rows; ++r) {
+      float out[kLanes];
+      std::memcpy(out, &acc[r], sizeof(Lanes));
+      for (int64_t j = 0; j < n; ++j) dst[r][c0 + j] = activate(out[j], act);
+    }
+  }
+}
+}  // namespace
+
 // One skip layer's recompute for groups == 1: Z[outputs] = act(im2col(Xhat, outputs) @ weight + bias).
 // weight: (kh * kw * Cin, Cout); act: 0 none, 1 relu, 2 relu6 (others are applied by the caller on the rows).
-// One parallel region at most: each task gathers a cache-sized chunk of rows, multiplies it (single-threaded
-// inside the region) and scatters the result, so the gathered matrix never leaves the cache.
+// Register-tiled: each task gathers kRows windows into a small buffer and multiplies them against the weight held
+// in cache, so no matrix is materialised and no library call is made per chunk (at these sizes the call and its
+// threading cost more than the arithmetic).
 void conv_rows(const at::Tensor& Xhat, const at::Tensor& outputs, std::vector<int64_t> geometry,
                const at::Tensor& weight, const at::Tensor& bias, at::Tensor& Z, int64_t act) {
   check_map(Xhat, "Xhat");
@@ -348,46 +451,56 @@ void conv_rows(const at::Tensor& Xhat, const at::Tensor& outputs, std::vector<in
   const int64_t Hi = Xhat.size(0), Wi = Xhat.size(1), C = Xhat.size(2), n = outputs.numel();
   const int64_t width = weight.size(0), cout = weight.size(1);
   TORCH_CHECK(width == g.kh * g.kw * C && Z.size(2) == cout, "weight must be (kh * kw * Cin, Cout) matching the maps");
+  TORCH_CHECK(weight.is_contiguous() && weight.scalar_type() == at::kFloat, "weight must be contiguous float32");
+  const int64_t cout_padded = (cout + kLanes - 1) / kLanes * kLanes;
+  std::vector<float> w_padded(width * cout_padded, 0.f), b_padded(cout_padded, 0.f);
+  const float* w = weight.data_ptr<float>();
+  for (int64_t k = 0; k < width; ++k) std::memcpy(&w_padded[k * cout_padded], w + k * cout, cout * sizeof(float));
+  if (bias.defined() && bias.numel() == cout) std::memcpy(b_padded.data(), bias.data_ptr<float>(), cout * sizeof(float));
   const float* x = Xhat.data_ptr<float>();
   const int32_t* o = outputs.data_ptr<int32_t>();
   float* z = Z.data_ptr<float>();
-  const bool has_bias = bias.defined() && bias.numel() == cout;
-  const int64_t chunk = std::max<int64_t>(16, (1 << 16) / width);
-  at::parallel_for(0, n, chunk, [&](int64_t b, int64_t e) {
-    auto A = at::empty({std::min(chunk, e - b), width}, Xhat.options());
-    for (int64_t s = b; s < e; s += chunk) {
-      const int64_t m = std::min(chunk, e - s);
-      auto a = A.narrow(0, 0, m);
-      gather_range(x, Hi, Wi, C, o, s, s + m, g, 0.f, a.data_ptr<float>());
-      auto rows = has_bias ? at::addmm(bias, a, weight) : at::mm(a, weight);
-      const float* r = rows.data_ptr<float>();
-      for (int64_t i = 0; i < m; ++i) {
-        float* dst = z + static_cast<int64_t>(o[s + i]) * cout;
-        const float* src = r + i * cout;
-        for (int64_t c = 0; c < cout; ++c) dst[c] = activate(src[c], act);
-      }
+  const int64_t tiles = (n + kRows - 1) / kRows;
+  // About 2 MMAC per task: small layers run inline, a full map splits across the threads.
+  const int64_t grain = std::max<int64_t>(1, (1 << 21) / std::max<int64_t>(1, kRows * width * cout_padded));
+  at::parallel_for(0, tiles, grain, [&](int64_t tb, int64_t te) {
+    std::vector<float> a(kRows * width, 0.f);
+    float* dst[kRows];
+    for (int64_t t = tb; t < te; ++t) {
+      const int64_t s = t * kRows, m = std::min(kRows, n - s);
+      gather_range(x, Hi, Wi, C, o, s, s + m, g, 0.f, a.data());
+      for (int64_t r = 0; r < m; ++r) dst[r] = z + static_cast<int64_t>(o[s + r]) * cout;
+      tile_gemm(a.data(), m, width, w_padded.data(), cout, cout_padded, b_padded.data(), dst, act);
     }
   });
 }
 
-// Positions where `X` differs from `prev` (both (H, W, C)), copying X into prev there. Sorted.
-at::Tensor changed_positions(const at::Tensor& X, at::Tensor& prev) {
+// Positions where `X` differs from `prev` (both (H, W, C)), copying X into prev there. Sorted. When more than
+// dense_fraction of the positions differ, the list is not built: X is copied whole and an empty list comes back
+// with the count (the caller treats the frame as changed everywhere, e.g. sensor noise). Returns (list, count).
+std::vector<at::Tensor> changed_positions(const at::Tensor& X, at::Tensor& prev, double dense_fraction) {
   check_map(X, "X");
   check_map(prev, "prev");
   const int64_t n = X.size(0) * X.size(1), C = X.size(2);
   const float* x = X.data_ptr<float>();
   float* p = prev.data_ptr<float>();
   std::vector<int32_t> out;
-  out.reserve(n);
-  if (C == 1) {  // grayscale frames: compare the bit patterns directly, no call per pixel
+  if (C == 1) {  // grayscale frames: compare the bit patterns directly, branch-free count first
     const uint32_t* xb = reinterpret_cast<const uint32_t*>(x);
     uint32_t* pb = reinterpret_cast<uint32_t*>(p);
+    int64_t count = 0;
+    for (int64_t i = 0; i < n; ++i) count += xb[i] != pb[i];
+    if (count > dense_fraction * static_cast<double>(n)) {
+      std::memcpy(pb, xb, n * sizeof(uint32_t));
+      return {at::empty({0}, at::kInt), at::scalar_tensor(count, at::kLong)};
+    }
+    out.reserve(count);
     for (int64_t i = 0; i < n; ++i)
       if (xb[i] != pb[i]) {
         pb[i] = xb[i];
         out.push_back(static_cast<int32_t>(i));
       }
-    return to_tensor(out);
+    return {to_tensor(out), at::scalar_tensor(count, at::kLong)};
   }
   for (int64_t i = 0; i < n; ++i) {
     if (std::memcmp(x + i * C, p + i * C, C * sizeof(float)) != 0) {
@@ -395,7 +508,9 @@ at::Tensor changed_positions(const at::Tensor& X, at::Tensor& prev) {
       out.push_back(static_cast<int32_t>(i));
     }
   }
-  return to_tensor(out);
+  const int64_t count = static_cast<int64_t>(out.size());
+  if (count > dense_fraction * static_cast<double>(n)) out.clear();
+  return {to_tensor(out), at::scalar_tensor(count, at::kLong)};
 }
 
 
