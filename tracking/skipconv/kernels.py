@@ -1,7 +1,7 @@
 """The sparse kernels of the skip-convolution engine, in two interchangeable backends.
 
 ``CppKernels`` wraps a small C++/OpenMP extension (``skipconv_kernels.cpp``), compiled on first use into
-``~/.cache/skiptrack/skipconv_ext`` (override with ``SKIPTRACK_CACHE``). ``TorchKernels`` is the same contract in
+``~/.cache/skiptrack/skipconv_ext-<cpu>`` (override with ``SKIPTRACK_CACHE``). ``TorchKernels`` is the same contract in
 plain PyTorch: the reference that the tests compare the C++ path against, and the fallback when no compiler works.
 
 Conventions shared by both: a feature map is an (H, W, C) float32 contiguous tensor (the NHWC memory of a
@@ -13,8 +13,10 @@ position and a call marks with its own unique ``stamp`` so nothing needs clearin
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import os
+import platform
 import threading
 import time
 from pathlib import Path
@@ -318,9 +320,21 @@ _cpp: CppKernels | None = None
 
 
 def cache_dir() -> Path:
-    """Where the compiled extension lives: $SKIPTRACK_CACHE or ~/.cache/skiptrack."""
+    """Where the compiled extension lives: $SKIPTRACK_CACHE or ~/.cache/skiptrack, one folder per CPU type (it is
+    compiled with -march=native, so a home folder shared between machines must not mix builds)."""
     root = os.environ.get("SKIPTRACK_CACHE") or Path.home() / ".cache" / "skiptrack"
-    return Path(root) / "skipconv_ext"
+    return Path(root) / f"skipconv_ext-{_cpu_tag()}"
+
+
+def _cpu_tag() -> str:
+    """A short hash of the CPU's model and instruction-set flags."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    wanted = [line for line in lines if line.startswith(("model name", "flags"))][:2]
+    key = "\n".join(wanted) or f"{platform.machine()} {platform.processor()}"
+    return hashlib.sha1(key.encode()).hexdigest()[:10]
 
 
 def load_cpp() -> CppKernels:
