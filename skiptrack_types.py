@@ -60,7 +60,10 @@ def require_array(
         raise InvalidInputError(
             f"{name} must be a numpy array of shape {_shape_str(shape)}, got {type(value).__name__}"
         )
-    if value.ndim != len(shape) or any(s is not None and s != v for s, v in zip(shape, value.shape, strict=True)):
+    # The exact-shape comparison first: poses are checked per message on the bridge, where microseconds count.
+    if value.shape != shape and (
+        value.ndim != len(shape) or any(s is not None and s != v for s, v in zip(shape, value.shape, strict=True))
+    ):
         raise InvalidInputError(f"{name} must have shape {_shape_str(shape)}, got {value.shape}")
     if dtype is not None and value.dtype != np.dtype(dtype):
         raise InvalidInputError(f"{name} must have dtype {np.dtype(dtype)}, got {value.dtype}")
