@@ -36,16 +36,21 @@ JOINT_VALID = 0x03  # XrSpaceLocationFlags: orientation valid | position valid
 JOINT_TRACKED = 0x0C  # orientation tracked | position tracked
 
 # Offsets are in bytes from the start of the body (the byte after the NUL). See the table in PROTOCOL.md.
-POSE_HEADER_FORMAT = "<4sBBBBIfQQqqq3d3d"  # 104 bytes, shared by head and hand messages
+_HEADER_SCALARS_FORMAT = "<4sBBBBIfQQqqq"  # magic .. display_t_ns: 56 bytes, then the float64 velocities
+POSE_HEADER_FORMAT = _HEADER_SCALARS_FORMAT + "3d3d"  # 104 bytes, shared by head and hand messages
 HEAD_FORMAT = POSE_HEADER_FORMAT + "3d4d"  # + position, orientation (x, y, z, w): 160 bytes
 HAND_FORMAT = POSE_HEADER_FORMAT + "8f" * N_JOINTS + f"{N_JOINTS}B"  # + joints, joint flags: 962 bytes
 STATUS_FORMAT = "<4sBBBBdQqQQ"  # 48 bytes
 
 POSE_HEADER_STRUCT = struct.Struct(POSE_HEADER_FORMAT)
-HEAD_TAIL_STRUCT = struct.Struct("<3d4d")
+HEAD_STRUCT = struct.Struct(HEAD_FORMAT)
 STATUS_STRUCT = struct.Struct(STATUS_FORMAT)
-BODY_SIZE = {1: struct.calcsize(HEAD_FORMAT), 2: struct.calcsize(HAND_FORMAT), 3: struct.calcsize(HAND_FORMAT),
+_HEADER_SCALARS_STRUCT = struct.Struct(_HEADER_SCALARS_FORMAT)
+_PUBLISH_T_NS_STRUCT = struct.Struct("<q")
+BODY_SIZE = {1: HEAD_STRUCT.size, 2: struct.calcsize(HAND_FORMAT), 3: struct.calcsize(HAND_FORMAT),
              4: STATUS_STRUCT.size}  # fmt: skip
+KIND_OFFSET, TRACKING_FLAGS_OFFSET, MESSAGE_FLAGS_OFFSET, PUBLISH_T_NS_OFFSET = 5, 6, 7, 40
+FLOATS_OFFSET = _HEADER_SCALARS_STRUCT.size  # velocities (and for the head, position and orientation): float64
 # The joint block is HAND_FORMAT's "8f" * 26 (x, y, z, qx, qy, qz, qw, radius per joint) and "26B" (flags);
 # numpy reads and writes it with the same little-endian float32 layout, much faster than 234 struct fields.
 JOINTS_DTYPE = np.dtype("<f4")
@@ -53,7 +58,14 @@ JOINTS_OFFSET = POSE_HEADER_STRUCT.size
 JOINT_FLAGS_OFFSET = JOINTS_OFFSET + 8 * N_JOINTS * JOINTS_DTYPE.itemsize
 
 _MAX_TOPIC = max(len(t) for t in TOPICS)
-_F32_MAX = float(np.finfo(np.float32).max)
+_PREFIX = {topic: topic.encode("ascii") + SEPARATOR for topic in TOPICS}
+_TOPIC_BY_NAME = {topic.encode("ascii"): topic for topic in TOPICS}
+_F64 = np.dtype("<f8")
+# Lookup tables indexed by a joint's flag byte: which bytes are allowed, and what they say.
+_JOINT_FLAGS_ALLOWED = np.isin(np.arange(256), (0, JOINT_VALID, JOINT_VALID | JOINT_TRACKED))
+_JOINT_IS_VALID = (np.arange(256) & JOINT_VALID) == JOINT_VALID
+_JOINT_IS_TRACKED = (np.arange(256) & JOINT_TRACKED) == JOINT_TRACKED
+_TRACKING_FLAGS = tuple(TrackingFlags.from_bits(bits) for bits in range(16))  # frozen: one instance per value
 
 
 @dataclass(frozen=True)
@@ -98,70 +110,141 @@ def subscription(topic: str) -> bytes:
 def encode(message: Message) -> bytes:
     """The complete frame for ``message``: topic, NUL, body. Raises InvalidInputError for values the format
     cannot carry (negative or oversized integers, non-finite floats, a tracked joint that is not valid)."""
-    _require_uint("msg_seq", message.msg_seq, 64)
-    _require_int64("publish_t_ns", message.publish_t_ns)
-    payload = message.payload
-    flags = REPEAT if message.repeat else 0
-    topic = topic_of(payload)
-    kind = KIND_BY_TOPIC[topic]
-    if isinstance(payload, Status):
-        body = _encode_status(payload, kind, flags, message)
-    else:
-        header = _pose_header(payload, kind, flags, message)
-        body = _encode_head(payload, header) if isinstance(payload, HeadPose) else _encode_hand(payload, header)
-    return topic.encode("ascii") + SEPARATOR + body
+    return Encoder().encode(message)
 
 
-def _pose_header(pose: HeadPose | HandPose, kind: int, flags: int, message: Message) -> bytes:
-    _require_uint("seq", pose.seq, 64)
-    _require_uint("exit_stage", pose.exit_stage, 32)
-    _require_int64("t_ns", pose.t_ns)
-    _require_int64("display_t_ns", pose.display_t_ns)
-    af = float(pose.active_fraction)
-    if not 0.0 <= af <= 1.0:
-        raise InvalidInputError(f"active_fraction must be within [0, 1], got {pose.active_fraction}")
-    velocities = _finite("velocities", [*pose.linear_velocity.tolist(), *pose.angular_velocity.tolist()])
-    return POSE_HEADER_STRUCT.pack(
-        MAGIC, VERSION, kind, pose.flags.to_bits(), flags, int(pose.exit_stage), af,
-        int(message.msg_seq), int(pose.seq), int(pose.t_ns), int(message.publish_t_ns), int(pose.display_t_ns),
-        *velocities,
-    )  # fmt: skip
+class Encoder:
+    """Writes frames into one buffer per topic, allocated once, for a sender that encodes thousands of poses a
+    second: struct ``pack_into`` for the header and numpy views onto the buffer for the 26 joints, so no large
+    object is allocated per message.
+
+    Each call returns the frame as ``bytes`` (one copy of the buffer, which pyzmq sends faster than a bytearray
+    and which a publisher can keep for re-sends). Not thread-safe: one Encoder per thread, or a lock around it.
+    """
+
+    def __init__(self) -> None:
+        self._frames = {topic: bytearray(_PREFIX[topic] + bytes(BODY_SIZE[KIND_BY_TOPIC[topic]])) for topic in TOPICS}
+        hands = {topic: self._frames[topic] for topic in (HAND_LEFT, HAND_RIGHT)}
+        self._joints = {
+            topic: np.frombuffer(frame, JOINTS_DTYPE, 8 * N_JOINTS, len(_PREFIX[topic]) + JOINTS_OFFSET).reshape(
+                N_JOINTS, 8
+            )
+            for topic, frame in hands.items()
+        }
+
+    def encode(self, message: Message) -> bytes:
+        """The frame for ``message``."""
+        payload, flags = message.payload, REPEAT if message.repeat else 0
+        if isinstance(payload, Status):
+            return self.status(payload, message.msg_seq, message.publish_t_ns, flags)
+        return self.pose(payload, message.msg_seq, message.publish_t_ns, flags)
+
+    def pose(self, pose: HeadPose | HandPose, msg_seq: int, publish_t_ns: int, message_flags: int = 0) -> bytes:
+        """The frame of a head or hand pose sent as message ``msg_seq`` of its topic at ``publish_t_ns``."""
+        if isinstance(pose, HeadPose):
+            return self._head(pose, msg_seq, publish_t_ns, message_flags)
+        if isinstance(pose, HandPose):
+            return self._hand(pose, msg_seq, publish_t_ns, message_flags)
+        raise InvalidInputError(f"cannot encode a {type(pose).__name__} as a pose; expected HeadPose or HandPose")
+
+    def status(self, status: Status, msg_seq: int, publish_t_ns: int, message_flags: int = 0) -> bytes:
+        """The frame of a status message."""
+        rate = float(status.head_rate_hz)
+        if not (math.isfinite(rate) and rate >= 0.0):
+            raise InvalidInputError(f"head_rate_hz must be finite and >= 0, got {status.head_rate_hz}")
+        frame = self._frames[STATUS]
+        fields = (MAGIC, VERSION, KIND_BY_TOPIC[STATUS], int(TrackerState(status.state)), message_flags, rate, msg_seq,
+                  publish_t_ns, status.messages_sent, status.messages_dropped)  # fmt: skip
+        try:
+            STATUS_STRUCT.pack_into(frame, len(_PREFIX[STATUS]), *fields)
+        except struct.error:
+            _require_uint("msg_seq", msg_seq, 64)
+            _require_int64("publish_t_ns", publish_t_ns)
+            _require_uint("messages_sent", status.messages_sent, 64)
+            _require_uint("messages_dropped", status.messages_dropped, 64)
+            raise InvalidInputError(f"status fields do not fit the wire format: {fields[3:]}") from None
+        return bytes(frame)
+
+    def _head(self, pose: HeadPose, msg_seq: int, publish_t_ns: int, message_flags: int) -> bytes:
+        floats = [*pose.linear_velocity.tolist(), *pose.angular_velocity.tolist(), *pose.position.tolist(),
+                  *pose.orientation.tolist()]  # fmt: skip
+        _require_finite("velocities, position and orientation", floats)
+        frame = self._frames[HEAD]
+        fields = _header_scalars(pose, KIND_BY_TOPIC[HEAD], message_flags, msg_seq, publish_t_ns)
+        _pack(HEAD_STRUCT, frame, len(_PREFIX[HEAD]), (*fields, *floats), pose, msg_seq, publish_t_ns)
+        return bytes(frame)
+
+    def _hand(self, pose: HandPose, msg_seq: int, publish_t_ns: int, message_flags: int) -> bytes:
+        topic = HAND_LEFT if pose.side == "left" else HAND_RIGHT
+        velocities = [*pose.linear_velocity.tolist(), *pose.angular_velocity.tolist()]
+        _require_finite("velocities", velocities)
+        joints = self._joints[topic]
+        joints[:, 0:3] = pose.joint_positions
+        joints[:, 3:7] = pose.joint_orientations
+        joints[:, 7] = pose.joint_radii
+        if not np.isfinite(joints).all():  # also catches values too large for float32, which became infinite
+            raise InvalidInputError("hand joint positions, orientations and radii must be finite float32 values")
+        frame, body = self._frames[topic], len(_PREFIX[topic])
+        frame[body + JOINT_FLAGS_OFFSET : body + JOINT_FLAGS_OFFSET + N_JOINTS] = _joint_flag_bytes(
+            pose.joint_valid, pose.joint_tracked
+        )
+        fields = _header_scalars(pose, KIND_BY_TOPIC[topic], message_flags, msg_seq, publish_t_ns)
+        _pack(POSE_HEADER_STRUCT, frame, body, (*fields, *velocities), pose, msg_seq, publish_t_ns)
+        return bytes(frame)
 
 
-def _encode_head(pose: HeadPose, header: bytes) -> bytes:
-    return header + HEAD_TAIL_STRUCT.pack(
-        *_finite("position and orientation", [*pose.position.tolist(), *pose.orientation.tolist()])
-    )
-
-
-def _encode_hand(pose: HandPose, header: bytes) -> bytes:
-    joints = np.concatenate(
-        [pose.joint_positions, pose.joint_orientations, np.asarray(pose.joint_radii)[:, None]], axis=1
-    )
-    if not np.abs(joints).max() <= _F32_MAX:  # also false for NaN
-        raise InvalidInputError("hand joint positions, orientations and radii must be finite float32 values")
-    if (pose.joint_tracked & ~pose.joint_valid).any():
+def _joint_flag_bytes(valid: np.ndarray, tracked: np.ndarray) -> bytes:
+    """The 26 joint flag bytes. A bool array's bytes are 0 or 1, so read as one little-endian integer, times
+    JOINT_VALID (3) or JOINT_TRACKED (12) sets every byte to its flag without carries: a few integer operations
+    instead of several numpy calls, on the publisher's hot path."""
+    valid_bits = int.from_bytes(valid.tobytes(), "little")
+    tracked_bits = int.from_bytes(tracked.tobytes(), "little")
+    if tracked_bits & ~valid_bits:
         raise InvalidInputError("a hand joint that is tracked must also be valid (joint_tracked implies joint_valid)")
-    joint_flags = (pose.joint_valid * JOINT_VALID) | (pose.joint_tracked * JOINT_TRACKED)
-    return header + joints.astype(JOINTS_DTYPE).tobytes() + joint_flags.astype(np.uint8).tobytes()
+    return (valid_bits * JOINT_VALID | tracked_bits * JOINT_TRACKED).to_bytes(N_JOINTS, "little")
 
 
-def _encode_status(status: Status, kind: int, flags: int, message: Message) -> bytes:
-    rate = float(status.head_rate_hz)
-    if not (math.isfinite(rate) and rate >= 0.0):
-        raise InvalidInputError(f"head_rate_hz must be finite and >= 0, got {status.head_rate_hz}")
-    _require_uint("messages_sent", status.messages_sent, 64)
-    _require_uint("messages_dropped", status.messages_dropped, 64)
-    return STATUS_STRUCT.pack(
-        MAGIC, VERSION, kind, int(TrackerState(status.state)), flags, rate,
-        int(message.msg_seq), int(message.publish_t_ns), int(status.messages_sent), int(status.messages_dropped),
-    )  # fmt: skip
+def as_repeat(frame: bytes, publish_t_ns: int) -> bytes:
+    """A pose frame as its re-send for late joiners (PROTOCOL.md, "Publisher behaviour"): ``repeat`` set, the
+    tracked bits of the pose and of every joint cleared (a repeat is old data: valid, not tracked), a new
+    ``publish_t_ns``; everything else, ``msg_seq`` included, unchanged."""
+    repeat = bytearray(frame)
+    body = repeat.index(0) + 1
+    repeat[body + TRACKING_FLAGS_OFFSET] &= JOINT_VALID  # the pose's valid bits are the same two bits
+    repeat[body + MESSAGE_FLAGS_OFFSET] |= REPEAT
+    _PUBLISH_T_NS_STRUCT.pack_into(repeat, body + PUBLISH_T_NS_OFFSET, publish_t_ns)
+    if repeat[body + KIND_OFFSET] != KIND_BY_TOPIC[HEAD]:  # a hand: its joints are old data too
+        np.frombuffer(repeat, np.uint8, N_JOINTS, body + JOINT_FLAGS_OFFSET)[:] &= JOINT_VALID
+    return bytes(repeat)
 
 
-def _finite(name: str, values: list[float]) -> list[float]:
+def _header_scalars(pose: HeadPose | HandPose, kind: int, message_flags: int, msg_seq: int, publish_t_ns: int) -> tuple:
+    """The pose header's fields before the velocities, in ``_HEADER_SCALARS_FORMAT`` order."""
+    af = pose.active_fraction
+    if not 0.0 <= af <= 1.0:  # also false for NaN
+        raise InvalidInputError(f"active_fraction must be within [0, 1], got {af}")
+    return (MAGIC, VERSION, kind, pose.flags.to_bits(), message_flags, pose.exit_stage, af, msg_seq, pose.seq,
+            pose.t_ns, publish_t_ns, pose.display_t_ns)  # fmt: skip
+
+
+def _pack(layout: struct.Struct, frame: bytearray, offset: int, fields: tuple, pose: HeadPose | HandPose,
+          msg_seq: int, publish_t_ns: int) -> None:  # fmt: skip
+    """``layout.pack_into``, whose range checks on the integers are the encoder's; when one fails, say which."""
+    try:
+        layout.pack_into(frame, offset, *fields)
+    except struct.error:
+        _require_uint("msg_seq", msg_seq, 64)
+        _require_uint("seq", pose.seq, 64)
+        _require_uint("exit_stage", pose.exit_stage, 32)
+        _require_int64("t_ns", pose.t_ns)
+        _require_int64("publish_t_ns", publish_t_ns)
+        _require_int64("display_t_ns", pose.display_t_ns)
+        raise InvalidInputError(f"pose header fields do not fit the wire format: {fields}") from None
+
+
+def _require_finite(name: str, values: list[float]) -> None:
     if not all(map(math.isfinite, values)):
         raise InvalidInputError(f"{name} must be finite, got {values}")
-    return values
 
 
 def _require_uint(name: str, value: int, bits: int) -> None:
@@ -187,64 +270,68 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
     cut = data.find(SEPARATOR, 0, _MAX_TOPIC + 1)
     if cut < 0:
         raise ProtocolError(f"no NUL after the topic within the first {_MAX_TOPIC + 1} bytes; not a SkipTrack message")
-    topic = data[:cut].decode("ascii", errors="replace")
-    if topic not in KIND_BY_TOPIC:
-        raise ProtocolError(f"unknown topic {topic!r}; topics are {', '.join(TOPICS)}")
-    body = data[cut + 1 :]
-    if len(body) < 6:
-        raise ProtocolError(f"{topic} body is {len(body)} bytes, too short to hold magic, version and kind")
-    if body[:4] != MAGIC:
-        raise ProtocolError(f"bad magic {body[:4]!r}, expected {MAGIC!r}")
-    if body[4] != VERSION:
-        raise ProtocolError(f"unsupported protocol version {body[4]}; this decoder reads version {VERSION}")
-    kind = body[5]
+    topic = _TOPIC_BY_NAME.get(data[:cut])
+    if topic is None:
+        name = data[:cut].decode("ascii", errors="replace")
+        raise ProtocolError(f"unknown topic {name!r}; topics are {', '.join(TOPICS)}")
+    body = cut + 1
+    size = len(data) - body
+    if size < 6:
+        raise ProtocolError(f"{topic} body is {size} bytes, too short to hold magic, version and kind")
+    if data[body : body + 4] != MAGIC:
+        raise ProtocolError(f"bad magic {data[body : body + 4]!r}, expected {MAGIC!r}")
+    if data[body + 4] != VERSION:
+        raise ProtocolError(f"unsupported protocol version {data[body + 4]}; this decoder reads version {VERSION}")
+    kind = data[body + KIND_OFFSET]
     if TOPIC_BY_KIND.get(kind) != topic:
         raise ProtocolError(f"message kind {kind} does not match topic {topic!r} (expected {KIND_BY_TOPIC[topic]})")
-    if len(body) != BODY_SIZE[kind]:
-        raise ProtocolError(f"{topic} body must be {BODY_SIZE[kind]} bytes in version {VERSION}, got {len(body)}")
-    if kind == 4:
-        return _decode_status(STATUS_STRUCT.unpack(body))
-    return _decode_pose(topic, body)
+    if size != BODY_SIZE[kind]:
+        raise ProtocolError(f"{topic} body must be {BODY_SIZE[kind]} bytes in version {VERSION}, got {size}")
+    if topic == STATUS:
+        return _decode_status(STATUS_STRUCT.unpack_from(data, body))
+    try:
+        return _decode_pose(topic, data, body)
+    except InvalidInputError as err:  # the pose constructors check finiteness and the head's unit quaternion
+        raise ProtocolError(f"{topic} message holds an invalid pose: {err}") from None
 
 
-def _decode_pose(topic: str, body: bytes) -> Message:
+def _decode_pose(topic: str, data: bytes, body: int) -> Message:
     (_, _, _, tracking_bits, message_flags, exit_stage, active_fraction, msg_seq, seq, t_ns, publish_t_ns,
-     display_t_ns, *velocities) = POSE_HEADER_STRUCT.unpack_from(body)  # fmt: skip
+     display_t_ns) = _HEADER_SCALARS_STRUCT.unpack_from(data, body)  # fmt: skip
     _check_flags(tracking_bits, message_flags)
-    if not (math.isfinite(active_fraction) and 0.0 <= active_fraction <= 1.0):
+    if not 0.0 <= active_fraction <= 1.0:  # also false for NaN
         raise ProtocolError(f"active_fraction {active_fraction} is not within [0, 1]")
-    velocities = np.array(velocities)
+    n_floats = 13 if topic == HEAD else 6
+    floats = np.frombuffer(data, _F64, n_floats, body + FLOATS_OFFSET).astype(np.float64)  # a writable copy
     common = dict(
-        seq=seq, t_ns=t_ns, linear_velocity=velocities[:3], angular_velocity=velocities[3:],
-        flags=TrackingFlags.from_bits(tracking_bits), display_t_ns=display_t_ns, exit_stage=exit_stage,
+        seq=seq, t_ns=t_ns, linear_velocity=floats[0:3], angular_velocity=floats[3:6],
+        flags=_TRACKING_FLAGS[tracking_bits], display_t_ns=display_t_ns, exit_stage=exit_stage,
         active_fraction=active_fraction,
     )  # fmt: skip
-    try:
-        if topic == HEAD:
-            tail = HEAD_TAIL_STRUCT.unpack_from(body, JOINTS_OFFSET)
-            if not abs(math.hypot(*tail[3:]) - 1.0) <= 1e-3:  # also false for NaN
-                raise ProtocolError(f"head orientation {tail[3:]} is not a unit quaternion (x, y, z, w)")
-            payload = HeadPose(position=np.array(tail[:3]), orientation=np.array(tail[3:]), **common)
-        else:
-            payload = _decode_hand(topic, body, common)
-    except InvalidInputError as err:
-        raise ProtocolError(f"{topic} message holds an invalid pose: {err}") from None
+    if topic == HEAD:
+        orientation = floats[9:13]
+        if not abs(math.hypot(*orientation.tolist()) - 1.0) <= 1e-3:  # also false for NaN
+            raise ProtocolError(f"head orientation {orientation} is not a unit quaternion (x, y, z, w)")
+        payload = HeadPose(position=floats[6:9], orientation=orientation, **common)
+    else:
+        payload = _decode_hand(topic, data, body, common)
     return Message(payload, msg_seq, publish_t_ns, bool(message_flags & REPEAT))
 
 
-def _decode_hand(topic: str, body: bytes, common: dict) -> HandPose:
-    joints = np.frombuffer(body, JOINTS_DTYPE, 8 * N_JOINTS, JOINTS_OFFSET).astype(np.float64).reshape(N_JOINTS, 8)
-    if not np.isfinite(joints).all():
-        raise ProtocolError(f"{topic} message has NaN or infinite joint values")
-    joint_flags = np.frombuffer(body, np.uint8, N_JOINTS, JOINT_FLAGS_OFFSET)
-    bad = (joint_flags != 0) & (joint_flags != JOINT_VALID) & (joint_flags != JOINT_VALID | JOINT_TRACKED)
-    if bad.any():
-        i = int(np.argmax(bad))
+def _decode_hand(topic: str, data: bytes, body: int, common: dict) -> HandPose:
+    joint_flags = np.frombuffer(data, np.uint8, N_JOINTS, body + JOINT_FLAGS_OFFSET)
+    allowed = _JOINT_FLAGS_ALLOWED[joint_flags]
+    if not allowed.all():
+        i = int(np.argmin(allowed))
         raise ProtocolError(f"joint {i} has flags {joint_flags[i]:#04x}; allowed are 0x00, 0x03 and 0x0f")
+    joints = np.frombuffer(data, JOINTS_DTYPE, 8 * N_JOINTS, body + JOINTS_OFFSET).reshape(N_JOINTS, 8)
+    if not np.isfinite(joints).all():  # before the cast, which warns about signalling NaNs
+        raise ProtocolError(f"{topic} message has NaN or infinite joint values")
+    joints = joints.astype(np.float64)
     return HandPose(
         side=topic.split("/")[1], joint_positions=joints[:, 0:3], joint_orientations=joints[:, 3:7],
-        joint_radii=joints[:, 7].copy(), joint_valid=(joint_flags & JOINT_VALID) == JOINT_VALID,
-        joint_tracked=(joint_flags & JOINT_TRACKED) == JOINT_TRACKED, **common,
+        joint_radii=joints[:, 7].copy(), joint_valid=_JOINT_IS_VALID[joint_flags],
+        joint_tracked=_JOINT_IS_TRACKED[joint_flags], **common,
     )  # fmt: skip
 
 

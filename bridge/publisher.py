@@ -3,36 +3,39 @@
 Threads and sockets (a ZeroMQ socket may be used from several threads only when a lock serialises every use; the
 lock's acquire and release give the memory barrier that libzmq requires when a socket changes threads):
 
-- the caller's thread encodes each pose and sends it on the PUB socket itself with NOBLOCK, holding the
-  publisher's lock (no hand-off to another thread). A PUB socket never blocks: a subscriber
+- the caller's thread encodes each pose into a preallocated buffer and sends it on the PUB socket itself with
+  NOBLOCK, holding the publisher's lock (no hand-off to another thread). A PUB socket never blocks: a subscriber
   whose queue (SNDHWM) is full simply misses messages, which it sees as gaps in ``msg_seq``; were ZeroMQ ever to
   refuse a message without waiting, it is dropped and counted, and the call still never waits;
 - libzmq's own I/O thread moves the messages to the network (tcp) or the socket file (ipc);
-- a heartbeat thread sends a ``status`` message every ``heartbeat_s`` and re-sends the last pose of any topic that
-  has been silent that long, so a late joiner gets a value within about ``2 * heartbeat_s``. Re-sends keep their
-  ``msg_seq``, carry the repeat flag, and are marked valid but not tracked: a repeated pose is old data. It encodes
-  outside the lock and holds the lock for one NOBLOCK send at a time, so a publish call can at most wait for
-  one such send.
+- the heartbeat (a ``status`` message every ``heartbeat_s``, and a re-send of the last pose of any topic that has
+  been silent that long, so that a late joiner gets a value within about ``2 * heartbeat_s``) rides on the
+  publish calls: the first call after a heartbeat is due sends it, after its own pose. Re-sends keep their
+  ``msg_seq``, carry the repeat flag, and are marked valid but not tracked: a repeated pose is old data. While
+  poses flow, the caller's thread is the only one that takes the lock or touches the socket, so it never waits
+  for another thread of ours;
+- a keep-alive thread sends the heartbeat only when no publish call has come for a whole ``heartbeat_s`` (the
+  tracker is paused or lost). While poses flow it wakes once per period, reads the time of the last publish call
+  without the lock (a few microseconds holding the GIL) and sleeps again. Only a publish call that arrives
+  during an idle-time heartbeat can wait for it: one status message and the re-sends, tens of microseconds.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import zmq
 
 from bridge.curve import ServerKeys, load_server_keys, start_authenticator
 from bridge.errors import BridgeError, InsecureBindError
-from bridge.protocol import HEAD, POSE_TOPICS, Message, encode, topic_of
+from bridge.protocol import HEAD, POSE_TOPICS, Encoder, as_repeat, topic_of
 from bridge.status import Status, TrackerState
-from skiptrack_types import HandPose, HeadPose, InvalidInputError, TrackingFlags
+from skiptrack_types import HandPose, HeadPose, InvalidInputError
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +106,6 @@ class Publisher:
         keys = curve_keys if isinstance(curve_keys, ServerKeys) or curve_keys is None else load_server_keys(curve_keys)
         self._context = zmq.Context()
         self._auth = start_authenticator(self._context, keys.authorized_dir) if keys is not None else None
-        self._heartbeat_s = heartbeat_s
         self._pub = self._socket(zmq.PUB, sndhwm=sndhwm)
         if keys is not None:
             self._pub.curve_server = True
@@ -116,16 +118,24 @@ class Publisher:
             raise BridgeError(f"cannot bind {endpoint}: {err} (is another publisher using it?)") from None
         self.endpoint: str = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self._closed = False
-        self._lock = threading.Lock()  # serialises every use of self._pub (caller, heartbeat, close)
+        self._lock = threading.Lock()  # serialises every use of self._pub and self._encoder, and the heartbeat
+        self._encoder = Encoder()
+        self._heartbeat_ns = int(heartbeat_s * 1e9)
         self._msg_seq = dict.fromkeys(POSE_TOPICS, 0)
-        self._last: dict[str, tuple[HeadPose | HandPose, int, int]] = {}  # topic -> (pose, msg_seq, sent at ns)
+        self._last: dict[str, tuple[bytes, int]] = {}  # topic -> (frame as sent, when sent in ns)
         self._sent = 0
         self._dropped = 0
         self._state = TrackerState.STARTING
+        self._status_seq = 0
+        now = time.monotonic_ns()
+        self._rate_since = (now, 0)  # (ns, head messages numbered then): the window of the next status's rate
+        self._next_beat_ns = now + self._heartbeat_ns
+        self._last_publish_ns = now
         self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._heartbeat = threading.Thread(target=self._beat, name="skiptrack-bridge-heartbeat", daemon=True)
-        self._heartbeat.start()
+        self._keep_alive = threading.Thread(
+            target=self._keep_alive_loop, name="skiptrack-bridge-keepalive", daemon=True
+        )
+        self._keep_alive.start()
         log.info("publishing on %s (%s)", self.endpoint, "CURVE" if keys is not None else "plain text")
 
     # ------------------------------------------------------------------------------------------- tracker side
@@ -143,9 +153,11 @@ class Publisher:
         return self._publish(pose)
 
     def publish_status(self, state: TrackerState) -> None:
-        """Set the tracker state and send a status message now (from the heartbeat thread)."""
+        """Set the tracker state and send a status message now, from the caller's thread."""
         self._state = TrackerState(state)
-        self._wake.set()
+        with self._lock:
+            self._require_open()
+            self._send_status(time.monotonic_ns())
 
     @property
     def stats(self) -> PublisherStats:
@@ -159,50 +171,70 @@ class Publisher:
     def _publish(self, pose: HeadPose | HandPose) -> bool:
         topic = topic_of(pose)
         with self._lock:
-            if self._closed:
-                raise BridgeError("publisher is closed; create a new Publisher")
+            self._require_open()
             msg_seq = self._msg_seq[topic]
+            now = time.monotonic_ns()
+            frame = self._encoder.pose(pose, msg_seq, now)
             self._msg_seq[topic] = msg_seq + 1
-            now = time.monotonic_ns()
-            data = encode(Message(pose, msg_seq, now))
-            try:
-                self._pub.send(data, zmq.NOBLOCK)
-            except zmq.Again:
+            sent = self._send(frame)
+            if sent:
+                self._sent += 1
+                self._last[topic] = (frame, now)
+            else:
                 self._dropped += 1
-                return False
-            self._sent += 1
-            self._last[topic] = (pose, msg_seq, now)
-            return True
+            self._last_publish_ns = now
+            if now >= self._next_beat_ns:
+                self._beat(now)
+            return sent
 
-    # ------------------------------------------------------------------------------------------- threads
+    def _require_open(self) -> None:
+        if self._closed:
+            raise BridgeError("publisher is closed; create a new Publisher")
 
-    def _beat(self) -> None:
-        status_seq = itertools.count()
-        last_head = (time.monotonic_ns(), 0)
-        while not self._stop.is_set():
-            self._wake.wait(self._heartbeat_s)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            now = time.monotonic_ns()
-            head_count = self._msg_seq[HEAD]
-            rate = (head_count - last_head[1]) / max((now - last_head[0]) * 1e-9, 1e-9)
-            last_head = (now, head_count)
-            status = Status(self._state, rate, self._sent, self._dropped)
-            self._send_quietly(encode(Message(status, next(status_seq), now)))
-            for pose, msg_seq, sent_ns in list(self._last.values()):
-                if now - sent_ns >= self._heartbeat_s * 1e9:
-                    self._send_quietly(encode(Message(_as_repeat(pose), msg_seq, now, repeat=True)))
+    # ------------------------------------------------------------------------------------------- heartbeat
 
-    def _send_quietly(self, data: bytes) -> None:
-        """Send one encoded heartbeat message, holding the lock only for the NOBLOCK send."""
-        with self._lock:
-            if self._closed:
+    def _beat(self, now: int) -> None:
+        """Send the status, and re-send the last pose of every topic silent for a heartbeat period. The caller
+        holds the lock."""
+        self._send_status(now)
+        for frame, sent_ns in self._last.values():
+            if now - sent_ns >= self._heartbeat_ns and not self._send(as_repeat(frame, now)):
+                log.debug("a re-send for late joiners was dropped: ZeroMQ refused it without waiting")
+        self._next_beat_ns = now + self._heartbeat_ns
+
+    def _send_status(self, now: int) -> None:
+        """Send a status message whose rate covers the head messages since the previous one. The caller holds
+        the lock."""
+        since_ns, head_count = self._rate_since
+        heads = self._msg_seq[HEAD]
+        rate = (heads - head_count) / max((now - since_ns) * 1e-9, 1e-9)
+        self._rate_since = (now, heads)
+        status = Status(self._state, rate, self._sent, self._dropped)
+        if not self._send(self._encoder.status(status, self._status_seq, now)):
+            log.debug("a status message was dropped: ZeroMQ refused it without waiting")
+        self._status_seq += 1
+
+    def _send(self, frame: bytes) -> bool:
+        try:
+            self._pub.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
+
+    def _keep_alive_loop(self) -> None:
+        """Send the heartbeat while no publish call comes; sleep while poses flow (their calls send it)."""
+        while True:
+            due_ns = max(self._next_beat_ns, self._last_publish_ns + self._heartbeat_ns)
+            if self._stop.wait(max(due_ns - time.monotonic_ns(), 0) * 1e-9):
                 return
-            try:
-                self._pub.send(data, zmq.NOBLOCK)
-            except zmq.Again:
-                log.debug("heartbeat message dropped: ZeroMQ refused it without waiting")
+            if time.monotonic_ns() - self._last_publish_ns < self._heartbeat_ns:
+                continue  # checked without the lock, so that a flowing tracker never finds it taken
+            with self._lock:
+                now = time.monotonic_ns()
+                if self._closed:
+                    return
+                if now - self._last_publish_ns >= self._heartbeat_ns and now >= self._next_beat_ns:
+                    self._beat(now)
 
     # ------------------------------------------------------------------------------------------- lifetime
 
@@ -220,8 +252,7 @@ class Publisher:
                 return
             self._closed = True  # from here on neither the caller nor the heartbeat touches self._pub
         self._stop.set()
-        self._wake.set()
-        self._heartbeat.join()
+        self._keep_alive.join()
         self._pub.close(linger=0)
         self._shutdown_context()
 
@@ -235,12 +266,3 @@ class Publisher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _as_repeat(pose: HeadPose | HandPose) -> HeadPose | HandPose:
-    """The pose as it may be re-sent: still valid, no longer tracked (it is old data)."""
-    flags = pose.flags
-    repeated = replace(pose, flags=TrackingFlags(flags.orientation_valid, False, flags.position_valid, False))
-    if isinstance(pose, HandPose):
-        repeated = replace(repeated, joint_tracked=np.zeros_like(pose.joint_tracked))
-    return repeated

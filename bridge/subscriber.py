@@ -127,22 +127,19 @@ class Subscriber:
 
     def recv_message(self, timeout_ms: float = 100.0) -> Received | None:
         """Like ``recv`` but returns the whole Received record (message, arrival time, age, stale flag).
-        Malformed messages are logged, counted in ``rejected`` and skipped."""
+        Malformed messages are logged, counted in ``rejected`` and skipped. The arrival time is taken as soon as
+        ZeroMQ hands over the frame, before decoding."""
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
-            remaining_ms = max(0.0, (deadline - time.monotonic()) * 1000)
-            ready = dict(self._poller.poll(remaining_ms))
-            if not ready:
-                return None
-            # Rotate the starting socket so that one busy topic cannot starve the others.
-            n = len(self._sockets)
-            order = [self._sockets[(self._next + i) % n] for i in range(n)]
-            sock = next(s for s in order if s in ready)
-            self._next = (self._sockets.index(sock) + 1) % n
-            data = sock.recv(zmq.NOBLOCK)
+            frame = self._recv_queued()
+            if frame is None:
+                remaining_ms = (deadline - time.monotonic()) * 1000
+                if remaining_ms <= 0 or not self._poller.poll(remaining_ms):
+                    return None
+                continue
             receive_t_ns = time.monotonic_ns()
             try:
-                message = decode(data)
+                message = decode(frame)
             except ProtocolError as err:
                 self.rejected += 1
                 log.warning("skipping a malformed message: %s", err)
@@ -153,6 +150,21 @@ class Subscriber:
             age = receive_t_ns - born
             self.last = Received(message, receive_t_ns, age, age > self.stale_after_ns)
             return self.last
+
+    def _recv_queued(self) -> bytes | None:
+        """A frame already waiting on one of the sockets, or None; no poll when one is (the common case when
+        head and hands arrive together). The starting socket rotates so that one busy topic cannot starve the
+        others."""
+        n = len(self._sockets)
+        for i in range(n):
+            index = (self._next + i) % n
+            try:
+                frame = self._sockets[index].recv(zmq.NOBLOCK)
+            except zmq.Again:
+                continue
+            self._next = (index + 1) % n
+            return frame
+        return None
 
     def _count_gap(self, message: Message) -> None:
         topic = message.topic

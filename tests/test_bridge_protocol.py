@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,9 @@ from bridge.protocol import (
     BODY_SIZE,
     HEAD_FORMAT,
     KIND_BY_TOPIC,
+    Encoder,
     Message,
+    as_repeat,
     decode,
     encode,
     subscription,
@@ -127,6 +130,60 @@ def test_encode_refuses_active_fraction_above_one():
     pose = HeadPose(**{**head_pose(0, T0).__dict__, "active_fraction": 1.5})
     with pytest.raises(InvalidInputError, match="active_fraction"):
         encode(Message(pose, 0, T0))
+
+
+def test_encode_names_an_integer_field_that_does_not_fit():
+    pose = HeadPose(**{**head_pose(0, T0).__dict__, "exit_stage": 1 << 32})
+    with pytest.raises(InvalidInputError, match="exit_stage"):
+        encode(Message(pose, 0, T0))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_encode_refuses_joint_values_too_large_for_float32():
+    pose = hand_pose("left", 0, T0)
+    positions = pose.joint_positions.copy()
+    positions[3, 1] = 1e39
+    with pytest.raises(InvalidInputError, match="finite float32"):
+        encode(Message(HandPose(**{**pose.__dict__, "joint_positions": positions}), 0, T0))
+
+
+# --------------------------------------------------------------------------------------------------- Encoder
+
+
+def test_encoder_writes_the_same_frames_as_encode():
+    encoder = Encoder()
+    for pose in (head_pose(4, T0), hand_pose("left", 4, T0), hand_pose("right", 4, T0)):
+        assert encoder.pose(pose, 11, T0 + 7) == encode(Message(pose, 11, T0 + 7))
+    status = Status(TrackerState.TRACKING, 90.0, 12, 1)
+    assert encoder.status(status, 3, T0) == encode(Message(status, 3, T0))
+
+
+def test_encoder_frames_stay_valid_after_the_next_encode_of_their_topic():
+    encoder = Encoder()
+    first = encoder.pose(hand_pose("left", 1, T0), 1, T0)
+    encoder.pose(hand_pose("left", 2, T0 + 1), 2, T0 + 1)
+    assert decode(first).payload.seq == 1
+
+
+def test_encoder_after_a_refused_pose_encodes_the_next_one_correctly():
+    encoder = Encoder()
+    pose = hand_pose("right", 3, T0)
+    valid = pose.joint_valid.copy()
+    valid[5] = False  # joint 5 stays tracked: not encodable
+    broken = HandPose(**{**pose.__dict__, "joint_valid": valid})
+    with pytest.raises(InvalidInputError):
+        encoder.pose(broken, 0, T0)
+    assert encoder.pose(pose, 0, T0) == encode(Message(pose, 0, T0))
+
+
+@pytest.mark.parametrize("pose", [head_pose(9, T0), hand_pose("left", 9, T0)], ids=["head", "hand"])
+def test_as_repeat_is_the_pose_re_sent_valid_but_not_tracked(pose):
+    frame = encode(Message(pose, 21, T0))
+    untracked = replace(pose, flags=TrackingFlags.predicted())
+    if isinstance(pose, HandPose):
+        untracked = replace(untracked, joint_tracked=np.zeros(26, bool))
+    assert as_repeat(frame, T0 + 500) == encode(Message(untracked, 21, T0 + 500, repeat=True))
+    assert decode(frame).repeat is False  # the original frame is left as it was
 
 
 # --------------------------------------------------------------------------------------------------- test vectors

@@ -7,10 +7,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 import zmq
 
@@ -22,7 +25,7 @@ from bridge.protocol import Message, encode
 from bridge.publisher import Publisher, is_local_endpoint
 from bridge.status import Status, TrackerState
 from bridge.subscriber import Subscriber
-from skiptrack_types import HandPose, HeadPose, TrackingFlags
+from skiptrack_types import HandPose, HeadPose, InvalidInputError, TrackingFlags
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -198,6 +201,72 @@ def test_slow_subscriber_does_not_block_publish(publisher):
     finally:
         sock.close(linger=0)
         never_reads.term()
+
+
+@contextmanager
+def _threads_calling(function_name: str) -> Iterator[list[str]]:
+    """Record, for every call of a function named ``function_name``, the name of the thread that made it; in
+    this thread and in threads started inside the block."""
+    calls: list[str] = []
+
+    def trace(frame, event, arg):
+        if event == "call" and frame.f_code.co_name == function_name:
+            calls.append(threading.current_thread().name)
+
+    threading.settrace(trace)
+    sys.settrace(trace)
+    try:
+        yield calls
+    finally:
+        sys.settrace(None)
+        threading.settrace(None)
+
+
+def test_heartbeat_rides_on_the_publish_calls_while_poses_flow():
+    with _threads_calling("_beat") as beats:
+        with Publisher("tcp://127.0.0.1:*", heartbeat_s=0.2) as pub, Subscriber(pub.endpoint, ["status"]) as sub:
+            statuses = []
+            seq = 0
+            deadline = time.monotonic() + 1.2
+            while time.monotonic() < deadline:
+                pub.publish_head(head_pose(seq, _now()))
+                seq += 1
+                status = sub.recv(timeout_ms=2)
+                if status is not None:
+                    statuses.append(status)
+    assert len(beats) >= 4  # one per 0.2 s
+    assert set(beats) == {threading.current_thread().name}  # the caller's; the keep-alive thread never acted
+    assert len(statuses) >= 3 and all(s.head_rate_hz > 0 for s in statuses[1:])
+
+
+def test_idle_publisher_re_sends_the_last_pose_every_heartbeat():
+    with Publisher("tcp://127.0.0.1:*", heartbeat_s=0.1) as pub, Subscriber(pub.endpoint, ["head"]) as sub:
+        _connect(sub, lambda: pub.publish_head(head_pose(5, _now())))
+        repeats = []
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            received = sub.recv_message(timeout_ms=100)
+            if received is not None and received.message.repeat:
+                repeats.append(received.payload)
+    assert len(repeats) >= 5  # one per 0.1 s: far more than the 1 Hz a late joiner needs
+    assert all(p.seq == 5 and p.flags == TrackingFlags.predicted() for p in repeats)
+
+
+def test_a_refused_pose_does_not_use_up_a_message_number(publisher):
+    pose = head_pose(1, _now())
+    pose.position[0] = np.nan  # arrays stay writable after the pose was checked
+    with pytest.raises(InvalidInputError):
+        publisher.publish_head(pose)
+    assert publisher.messages_per_topic["head"] == 0 and publisher.stats.sent == 0
+
+
+def test_publishing_after_close_is_refused():
+    pub = Publisher("tcp://127.0.0.1:*")
+    pub.close()
+    with pytest.raises(BridgeError, match="closed"):
+        pub.publish_head(head_pose(0, _now()))
+    with pytest.raises(BridgeError, match="closed"):
+        pub.publish_status(TrackerState.STOPPING)
 
 
 def test_subscriber_counts_gaps_in_message_sequence():
