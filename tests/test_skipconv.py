@@ -323,3 +323,44 @@ def test_unsupported_function_error_names_the_node() -> None:
 
     with pytest.raises(UnsupportedOperationError, match="node 'pad'"):
         convert(Padded())
+
+
+def _noisy_scene(n: int, moving_patch: bool, seed: int = 8) -> list[torch.Tensor]:
+    """A still 48x64 scene with per-frame sensor noise (σ = 2 grey levels), optionally a bright patch moving in."""
+    gen = torch.Generator().manual_seed(seed)
+    scene = torch.rand(1, 1, 48, 64, generator=gen)
+    out = []
+    for t in range(n):
+        x = scene + (2.0 / 255.0) * torch.randn(1, 1, 48, 64, generator=gen)
+        if moving_patch and t >= n // 2:
+            x[..., 10:20, 4 + t : 14 + t] = 1.0
+        out.append(x)
+    return out
+
+
+def test_first_layer_does_not_fire_on_sensor_noise_but_fires_on_real_change() -> None:
+    torch.manual_seed(9)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1)).eval()
+    skip = convert(model, threshold=0.005, break_even=1.0)  # below the noise: without a floor it fires everywhere
+    ratios = []
+    for x in _noisy_scene(40, moving_patch=True):
+        skip(x)
+        stats = skip.stats()
+        ratios.append(stats["macs"] / stats["dense_macs"])
+    still, moving = ratios[5:20], ratios[20:]
+    assert max(still) <= 0.05
+    assert min(moving) > max(still)
+    with torch.no_grad():
+        assert float((skip(x) - model(x)).abs().max()) <= 0.1 * float(model(x).abs().max())
+
+
+def test_threshold_zero_stays_exact_after_running_with_a_threshold() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1)).eval()
+    skip = convert(model, threshold=0.05, break_even=1.0)
+    sequence = _noisy_scene(20, moving_patch=True)
+    for x in sequence[:10]:
+        skip(x)
+    skip.threshold = 0.0
+    with torch.no_grad():
+        for x in sequence[10:]:
+            assert float((skip(x) - model(x)).abs().max()) <= ATOL

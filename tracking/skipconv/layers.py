@@ -10,11 +10,13 @@ that turns the global threshold into a per-layer one.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import scipy.stats
 import torch
 import torch.nn.functional as F
 
@@ -38,6 +40,7 @@ class Context:
     threshold: float  # global ε: relative RMS change of a block's receptive field that fires it
     block: int | None  # gate block side in output positions, None: per-layer default (see ConvLayer.block)
     timings: dict[str, float] | None = None  # seconds per phase when profiling (SkipModel.profile)
+    noise_energy: float = 0.0  # sensor noise: mean ‖X_t − X_s‖² per input position, two frames of a still scene
 
     def add_time(self, phase: str, since: float) -> float:
         """Charge the time since ``since`` to ``phase`` (when profiling); returns now."""
@@ -155,12 +158,36 @@ class InputLayer(Layer):
     # convolutions then scan their whole input, cheaper than building and walking a list of every pixel.
     DENSE_FRACTION = 0.5
 
+    # Share of the input that may move without disturbing the noise estimate (it uses the 25th percentile).
+    NOISE_QUANTILE = 0.25
+
     def step(self, xs: list[Layer], changes: list[Positions], ctx: Context) -> Positions:
+        if ctx.threshold > 0:
+            self._estimate_noise(ctx)
         changed, count = ctx.kernels.changed_positions(hwc_of(self.frame), self.writable(), self.DENSE_FRACTION)
         self._record(Path.SPARSE if count else Path.IDLE, count)
         if count and not changed.numel():
             return ctx.scratch.everywhere(*self.size)
         return changed
+
+    def _estimate_noise(self, ctx: Context) -> None:
+        """Update ``ctx.noise_energy`` from this frame's difference to the last one on every 4th pixel a side.
+
+        In a still part of the scene ‖ΔX‖² per position is the sensor noise (2σ² per channel, chi-square
+        distributed); a low quantile of it, scaled by the chi-square quantile, estimates its mean even when most of
+        the image moves. Smoothed over frames: the noise of a camera changes slowly.
+        """
+        d = hwc_of(self.frame)[::4, ::4] - self.hwc[::4, ::4]
+        energy = d.square().sum(2).flatten()
+        k = max(1, int(self.NOISE_QUANTILE * energy.numel()))
+        low = float(energy.kthvalue(k).values) / _chi2_quantile(self.NOISE_QUANTILE, d.shape[2])
+        ctx.noise_energy = low if ctx.noise_energy == 0.0 else 0.8 * ctx.noise_energy + 0.2 * low
+
+
+@functools.cache
+def _chi2_quantile(q: float, dof: int) -> float:
+    """The q-quantile of a chi-square variable with ``dof`` degrees of freedom, divided by its mean (``dof``)."""
+    return float(scipy.stats.chi2.ppf(q, dof)) / dof
 
 
 class ConvLayer(Layer):
@@ -173,6 +200,9 @@ class ConvLayer(Layer):
     # Frames after a gate-requested refresh that refresh again without running the gate while the input keeps
     # changing broadly (camera motion comes in runs of frames; the gate would only confirm it at its own cost).
     DENSE_STREAK = 3
+    # A first layer's block fires only when its residual energy exceeds this multiple of the energy sensor noise
+    # alone gives it (the noise energy of a block of 25 or more pixels rarely exceeds its mean by half).
+    NOISE_MARGIN = 2.5
 
     def __init__(self, name: str, inputs: list[int], conv: torch.nn.Conv2d, act: Activation | None) -> None:
         super().__init__(name, inputs)
@@ -270,6 +300,7 @@ class ConvLayer(Layer):
         b = ctx.block or self.block
         rf = ((b - 1) * sh + (kh - 1) * dh + 1) * ((b - 1) * sw + (kw - 1) * dw + 1)
         self.block_used = b
+        self.block_field = rf
         self.eps2_block = (ctx.threshold * self.sigma) ** 2 * rf * self.in_channels
         blocks = self.blocks_shape()
         if self.energy.numel() != blocks[0] * blocks[1]:
@@ -342,6 +373,10 @@ class ConvLayer(Layer):
             self.xhat = self.xhat.clone()
             self.xhat_shared = False
         scratch = ctx.scratch
+        eps2 = self.eps2_block
+        if eps2 > 0.0 and self.inputs == [0]:
+            # Reading the camera: a block must not fire on sensor noise alone (ε > 0 only; ε = 0 stays exact).
+            eps2 = max(eps2, self.NOISE_MARGIN * ctx.noise_energy * self.block_field)
         everywhere = change is EVERYWHERE or self.energy_stale
         self.energy_stale = False
         active, n_updated, self.pending_count, refresh = ctx.kernels.select_update(
@@ -356,7 +391,7 @@ class ConvLayer(Layer):
             scratch.stamps(*self.blocks_shape(), "blocks"),
             scratch.stamp(),
             self.geom,
-            self.eps2_block,
+            eps2,
             self.block_used,
             self.break_even,
             self.pending_count,
