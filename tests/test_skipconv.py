@@ -364,3 +364,17 @@ def test_threshold_zero_stays_exact_after_running_with_a_threshold() -> None:
     with torch.no_grad():
         for x in sequence[10:]:
             assert float((skip(x) - model(x)).abs().max()) <= ATOL
+
+
+def test_noise_floor_can_be_switched_off() -> None:
+    torch.manual_seed(9)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1)).eval()
+    skip = convert(model, threshold=0.005, break_even=1.0, noise_margin=0.0)
+    ratios = []
+    for x in _noisy_scene(12, moving_patch=False):
+        skip(x)
+        stats = skip.stats()
+        ratios.append(stats["macs"] / stats["dense_macs"])
+    assert min(ratios[5:]) > 0.5  # every block sees the noise above so small a threshold
+    with pytest.raises(InvalidInputError, match="noise_margin"):
+        convert(model, noise_margin=-1.0)

@@ -85,7 +85,8 @@ def evaluate_network(
     synthetic = source_uri.startswith("synthetic:")
     options = {"seed": seed, "seconds": seconds} if synthetic else {}
     source = open_source(source_uri, **options)
-    threshold = GateSettings.load().threshold if threshold is None else threshold
+    settings = GateSettings.load()
+    threshold = settings.threshold if threshold is None else threshold
     network = load_weights(weights) if weights is not None else load_weights()
     skip_models: list[KeypointModel] = []
     dense_models: list[KeypointModel] = []
@@ -111,7 +112,10 @@ def evaluate_network(
                     break
             images = [network_image(img) for img in frame.images]
             if not skip_models:
-                skip_models = [KeypointModel(network, skip=True, threshold=threshold) for _ in images]
+                skip_models = [
+                    KeypointModel(network, skip=True, threshold=threshold, noise_margin=settings.noise_margin)
+                    for _ in images
+                ]
                 dense_models = [KeypointModel(network, skip=False) for _ in images]
             results = []
             for cam, image in enumerate(images):

@@ -41,12 +41,13 @@ class GateSettings:
     """The skip gate's global ε (relative RMS change of a block's receptive field that makes it recompute)."""
 
     threshold: float
+    noise_margin: float = 0.0  # sensor-noise floor of the first layer (see tracking.skipconv.convert); 0: none
 
     @classmethod
     def load(cls, path: Path = GATE_FILE) -> GateSettings:
         try:
             data = json.loads(Path(path).read_text())
-            return cls(float(data["threshold"]))
+            return cls(float(data["threshold"]), float(data.get("noise_margin", 0.0)))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise WeightsError(
                 f"cannot read the gate settings {path} ({exc}); retrain with `python -m tracking.train` or pass "
@@ -84,8 +85,9 @@ class KeypointModel:
         threshold: float = 0.0,
         decode_config: DecodeConfig | None = None,
         break_even: float | None = None,
+        noise_margin: float = 0.0,
     ) -> None:
-        self.engine: SkipModel = convert(network, threshold=threshold, break_even=break_even)
+        self.engine: SkipModel = convert(network, threshold=threshold, break_even=break_even, noise_margin=noise_margin)
         self.engine.dense = not skip
         self.skip = skip
         self.decode_config = decode_config or DecodeConfig()
@@ -159,7 +161,9 @@ def check_image(image: object) -> np.ndarray:
 
 
 def load_default(skip: bool = True, threshold: float | None = None) -> KeypointModel:
-    """The shipped network for one camera. ``threshold`` None: the tuned ε stored with the weights (skip only)."""
+    """The shipped network for one camera. ``threshold`` None: the tuned ε stored with the weights (skip only);
+    the noise floor stored with them applies either way."""
+    settings = GateSettings.load()
     if threshold is None:
-        threshold = GateSettings.load().threshold if skip else 0.0
-    return KeypointModel(load_weights(), skip=skip, threshold=threshold)
+        threshold = settings.threshold if skip else 0.0
+    return KeypointModel(load_weights(), skip=skip, threshold=threshold, noise_margin=settings.noise_margin)

@@ -155,6 +155,15 @@ class SkipModel:
             for conv in self._convs:
                 conv.configure(self._ctx)
 
+    @property
+    def noise_margin(self) -> float:
+        """Sensor-noise floor of the first layers' gates, as a multiple of the noise energy (0: none)."""
+        return self._ctx.noise_margin
+
+    @noise_margin.setter
+    def noise_margin(self, value: float) -> None:
+        self._ctx.noise_margin = float(value)
+
     def reset(self) -> None:
         """Make the next frame a key frame."""
         self._resolution = None
@@ -278,6 +287,7 @@ def convert(
     gate: str | GateKind = "norm",
     backend: Backend = Backend.CPP,
     break_even: float | None = None,
+    noise_margin: float = 2.5,
 ) -> SkipModel:
     """Convert a trained ``model`` (one image input, (1, C, H, W)) into a SkipModel without retraining.
 
@@ -285,6 +295,8 @@ def convert(
     positions (None: per-layer default from the stride). ``gate``: "norm" (the residual norm gate). ``backend``:
     the C++ kernels or the pure-PyTorch reference. ``break_even``: a fixed active fraction above which every
     convolution runs dense, or None to measure each layer's own on the first key frame of each resolution.
+    ``noise_margin``: at ε > 0 a block of a layer reading the input fires only above this multiple of the energy
+    sensor noise alone gives it (estimated from the frames; 0 disables the floor).
 
     Raises UnsupportedOperationError naming the graph node for an operation it cannot run sparsely.
     """
@@ -295,6 +307,8 @@ def convert(
         )
     if threshold < 0 or not math.isfinite(threshold):
         raise InvalidInputError(f"threshold must be a finite number >= 0, got {threshold}")
+    if noise_margin < 0 or not math.isfinite(noise_margin):
+        raise InvalidInputError(f"noise_margin must be a finite number >= 0, got {noise_margin}")
     if block is not None and block < 1:
         raise InvalidInputError(f"block must be a positive number of output positions, got {block}")
     model = copy.deepcopy(model).eval().float()
@@ -308,7 +322,9 @@ def convert(
     folded = fold_batchnorm(traced)
     layers, outputs, tuple_output = _build_layers(folded)
     folded = folded.to(memory_format=CL)
-    return SkipModel(folded, layers, outputs, tuple_output, threshold, block, backend, break_even)
+    skip = SkipModel(folded, layers, outputs, tuple_output, threshold, block, backend, break_even)
+    skip.noise_margin = noise_margin
+    return skip
 
 
 def _build_layers(gm: torch.fx.GraphModule) -> tuple[list[Layer], list[int], bool]:

@@ -40,6 +40,7 @@ class Context:
     threshold: float  # global ε: relative RMS change of a block's receptive field that fires it
     block: int | None  # gate block side in output positions, None: per-layer default (see ConvLayer.block)
     timings: dict[str, float] | None = None  # seconds per phase when profiling (SkipModel.profile)
+    noise_margin: float = 2.5  # first-layer blocks fire above this multiple of the noise energy (0: no floor)
     noise_energy: float = 0.0  # sensor noise: mean ‖X_t − X_s‖² per input position, two frames of a still scene
 
     def add_time(self, phase: str, since: float) -> float:
@@ -83,6 +84,7 @@ class Layer:
         self.name = name
         self.inputs = inputs
         self._out = self._hwc = torch.empty(0)
+        self._size = (0, 0)
         self.shared = False
         self.stats = LayerStats(name, self.op)
 
@@ -96,6 +98,7 @@ class Layer:
     def out(self, value: torch.Tensor) -> None:
         self._out = value
         self._hwc = hwc_of(value)
+        self._size = (value.shape[2], value.shape[3])
         self.shared = False
 
     def writable(self) -> torch.Tensor:
@@ -111,7 +114,8 @@ class Layer:
 
     @property
     def size(self) -> tuple[int, int]:
-        return self.out.shape[2], self.out.shape[3]
+        """(H, W) of ``out``."""
+        return self._size
 
     def key(self, xs: list[Layer], ctx: Context) -> None:
         raise NotImplementedError
@@ -121,7 +125,8 @@ class Layer:
 
     def idle(self) -> None:
         """Record a frame on which nothing reached this layer."""
-        self._record(Path.IDLE, 0)
+        if self.stats.path is not Path.IDLE or self.stats.macs:
+            self._record(Path.IDLE, 0)
 
     def _trivial(self, xs: list[Layer], change: Positions, ctx: Context) -> bool:
         """The two trivial cases of a one-input layer: its input changed everywhere (recompute as on a key frame)
@@ -162,7 +167,7 @@ class InputLayer(Layer):
     NOISE_QUANTILE = 0.25
 
     def step(self, xs: list[Layer], changes: list[Positions], ctx: Context) -> Positions:
-        if ctx.threshold > 0:
+        if ctx.threshold > 0 and ctx.noise_margin > 0:
             self._estimate_noise(ctx)
         changed, count = ctx.kernels.changed_positions(hwc_of(self.frame), self.writable(), self.DENSE_FRACTION)
         self._record(Path.SPARSE if count else Path.IDLE, count)
@@ -200,9 +205,6 @@ class ConvLayer(Layer):
     # Frames after a gate-requested refresh that refresh again without running the gate while the input keeps
     # changing broadly (camera motion comes in runs of frames; the gate would only confirm it at its own cost).
     DENSE_STREAK = 3
-    # A first layer's block fires only when its residual energy exceeds this multiple of the energy sensor noise
-    # alone gives it (the noise energy of a block of 25 or more pixels rarely exceeds its mean by half).
-    NOISE_MARGIN = 2.5
 
     def __init__(self, name: str, inputs: list[int], conv: torch.nn.Conv2d, act: Activation | None) -> None:
         super().__init__(name, inputs)
@@ -344,8 +346,10 @@ class ConvLayer(Layer):
         self.out = self._dense(ctx)
 
     def idle(self) -> None:
-        self._record(Path.IDLE, 0, 0, self.geom[8] * self.geom[9] * self.macs_per_position)
-        self.stats.pending_inputs = self.pending_count
+        stats = self.stats
+        if stats.path is not Path.IDLE or stats.pending_inputs != self.pending_count or stats.updated_inputs:
+            self._record(Path.IDLE, 0, 0, self.geom[8] * self.geom[9] * self.macs_per_position)
+            self.stats.pending_inputs = self.pending_count
 
     def step(self, xs: list[Layer], changes: list[Positions], ctx: Context) -> Positions:
         ho, wo = self.geom[8], self.geom[9]
@@ -376,7 +380,7 @@ class ConvLayer(Layer):
         eps2 = self.eps2_block
         if eps2 > 0.0 and self.inputs == [0]:
             # Reading the camera: a block must not fire on sensor noise alone (ε > 0 only; ε = 0 stays exact).
-            eps2 = max(eps2, self.NOISE_MARGIN * ctx.noise_energy * self.block_field)
+            eps2 = max(eps2, ctx.noise_margin * ctx.noise_energy * self.block_field)
         everywhere = change is EVERYWHERE or self.energy_stale
         self.energy_stale = False
         active, n_updated, self.pending_count, refresh = ctx.kernels.select_update(
