@@ -220,13 +220,14 @@ def check_show_available() -> None:
 # ------------------------------------------------------------------------------------------------ main loop
 
 
-def run(args: argparse.Namespace) -> dict[str, object]:
+def run(args: argparse.Namespace, stats: RunStats | None = None) -> dict[str, object]:
+    """Track the source in ``args`` and return the summary; ``stats`` (optional) receives the per-frame record."""
     from tracking.tracker import Tracker, TrackerConfig
 
     if args.show:
         check_show_available()
     uri, scheme, source = open_input(args)
-    stats = RunStats()
+    stats = stats if stats is not None else RunStats()
     with source:
         rig = load_rig(args, source)
         provider = make_provider(args)

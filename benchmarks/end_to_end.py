@@ -23,9 +23,12 @@ import run_tracker  # noqa: E402  (the repository root is on the path only from 
 
 
 def measure(scenario: str, seconds: float, dense: bool, paced: bool, seed: int) -> dict[str, object]:
+    """The run's summary plus its per-frame camera→pose latencies (``latencies_ms``, for the histogram)."""
     argv = ["--source", f"synthetic:{scenario}?seed={seed}", "--seconds", str(seconds), "--no-publish",
             "--no-progress", *([] if paced else ["--fast"]), *(["--dense"] if dense else [])]  # fmt: skip
-    return run_tracker.run(run_tracker.build_parser().parse_args(argv))
+    stats = run_tracker.RunStats()
+    summary = run_tracker.run(run_tracker.build_parser().parse_args(argv), stats)
+    return {**summary, "latencies_ms": [round(x, 2) for x in stats.latencies_ms]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(os.cpu_count() or 1)
     results: dict[str, object] = {"threads": torch.get_num_threads(), "seconds": args.seconds, "paced": args.paced,
                                   "load_avg_start": os.getloadavg(), "scenarios": {}}  # fmt: skip
-    keep = ("fps", "latency_ms_p50", "latency_ms_p99", "mac_ratio", "active_fraction", "head_ate_m", "frames")
+    keep = ("fps", "latency_ms_p50", "latency_ms_p99", "mac_ratio", "active_fraction", "head_ate_m", "frames",
+            "latencies_ms")  # fmt: skip
     for scenario in args.scenarios.split(","):
         row = {}
         for mode in ("skip", "dense"):
@@ -49,11 +53,11 @@ def main(argv: list[str] | None = None) -> int:
             row[mode] = {k: summary.get(k) for k in keep}
         row["skip_over_dense_fps"] = round(row["skip"]["fps"] / row["dense"]["fps"], 3) if row["dense"]["fps"] else None
         results["scenarios"][scenario] = row
-        print(scenario, json.dumps(row), flush=True)
+        print(scenario, json.dumps({m: {k: v for k, v in r.items() if k != "latencies_ms"} if isinstance(r, dict) else r
+                                    for m, r in row.items()}), flush=True)  # fmt: skip
     results["load_avg_end"] = os.getloadavg()
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
     return 0
 
 
