@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO))
 
 log = logging.getLogger("report")
 
-DEFAULT_VIDEO = Path("/work/shared/data/video/vtest.avi")
+DEFAULT_VIDEO = REPO.parent / "shared" / "data" / "video" / "vtest.avi"  # OpenCV sample video beside the checkout
 BENCHMARKS = ("skipconv", "network", "pose", "bridge", "end_to_end")
 MANIFEST = "manifest.json"
 STDERR_TAIL_LINES = 25

@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tracking.skipconv.convert import SkipModel, convert  # noqa: E402
 from tracking.skipconv.reference_net import ReferenceKeypointNet  # noqa: E402
 
-DEFAULT_VIDEO = Path("/work/shared/data/video/vtest.avi")
+# OpenCV's sample video (samples/data/vtest.avi), expected beside the checkout; any video works with --video
+DEFAULT_VIDEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "video" / "vtest.avi"
 SIZE = (320, 240)
 THRESHOLDS = (0.0, 0.0025, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.0175, 0.02, 0.025, 0.03, 0.04, 0.05)
 
@@ -52,7 +53,7 @@ def video_frames(path: Path, n: int) -> list[np.ndarray]:
         frames.append(cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), SIZE, interpolation=cv2.INTER_AREA))
     cap.release()
     if not frames:
-        raise SystemExit(f"could not read frames from {path}")
+        raise SystemExit(f"could not read frames from {path}: pass --video PATH (OpenCV's samples/data/vtest.avi or any video)")
     return frames
 
 
