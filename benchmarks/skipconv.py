@@ -53,7 +53,9 @@ def video_frames(path: Path, n: int) -> list[np.ndarray]:
         frames.append(cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), SIZE, interpolation=cv2.INTER_AREA))
     cap.release()
     if not frames:
-        raise SystemExit(f"could not read frames from {path}: pass --video PATH (OpenCV's samples/data/vtest.avi or any video)")
+        raise SystemExit(
+            f"could not read frames from {path}: pass --video PATH (OpenCV's samples/data/vtest.avi or any video)"
+        )
     return frames
 
 
