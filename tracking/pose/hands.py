@@ -44,10 +44,11 @@ _RADII_M = np.array(
 REFERENCE_PALM_WIDTH_M = 0.085
 
 # A flat right hand (21 MediaPipe joints, m) relative to its wrist: palm down (back +Y), fingers along -Z, thumb
-# towards -X. The starting guess for joints no camera has seen yet.
+# towards -X, its base (CMC) 1 cm on the palm side of the knuckles' plane, as in real hands. The starting guess
+# for joints no camera has seen yet.
 _TEMPLATE_RIGHT = np.array(
     [[0.0, 0.0, 0.0],
-     [-0.020, 0.0, -0.030], [-0.035, 0.0, -0.055], [-0.050, 0.0, -0.075], [-0.060, 0.0, -0.095],
+     [-0.020, -0.010, -0.030], [-0.035, 0.0, -0.055], [-0.050, 0.0, -0.075], [-0.060, 0.0, -0.095],
      [-0.020, 0.0, -0.090], [-0.022, 0.0, -0.130], [-0.023, 0.0, -0.155], [-0.024, 0.0, -0.175],
      [0.000, 0.0, -0.092], [0.000, 0.0, -0.137], [0.000, 0.0, -0.165], [0.000, 0.0, -0.187],
      [0.020, 0.0, -0.088], [0.022, 0.0, -0.128], [0.023, 0.0, -0.154], [0.024, 0.0, -0.174],
@@ -78,11 +79,14 @@ _PARENT_OF_TIP = {4: 3, 8: 7, 12: 11, 16: 15, 20: 19}
 
 @dataclass(frozen=True)
 class HandConfig:
-    """Minimum joint confidence to use a 2D joint, maximum rectified row difference (px) for a stereo pair."""
+    """Minimum joint confidence to use a 2D joint, maximum rectified row difference (px) for a stereo pair, the
+    fewest triangulated joints that make a hand, and the detector's joint noise (px, standard deviation), which
+    sets how uncertain a triangulated joint is."""
 
     min_confidence: float = 0.5
     max_row_px: float = 3.0
     min_triangulated: int = 6
+    keypoint_sigma_px: float = 0.5
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,25 +140,42 @@ def pair_hands(
     return [chosen[s] for s in HAND_SIDES if s in chosen]
 
 
-def triangulate_hand(
-    side: str,
+@dataclass(frozen=True, eq=False)
+class HandObservation:
+    """What the two cameras saw of one hand in one frame, in the head frame.
+
+    ``points`` (21, 3) m: joints triangulated from both cameras (NaN elsewhere), ``triangulated`` (21,) bool;
+    per camera the viewing rays of the joints it saw with enough confidence: ``ray_origins`` (2, 3) m,
+    ``ray_dirs`` (2, 21, 3) unit vectors, ``seen`` (2, 21) bool. ``noise_var`` (21,) m^2 is the expected squared
+    error of each triangulated joint (trace of its covariance; NaN where not triangulated), ``ray_sigma_rad`` the
+    angular uncertainty of a viewing ray (the detector's pixel noise over the focal length)."""
+
+    points: np.ndarray
+    triangulated: np.ndarray
+    ray_origins: np.ndarray
+    ray_dirs: np.ndarray
+    seen: np.ndarray
+    noise_var: np.ndarray
+    ray_sigma_rad: float
+
+
+def observe_hand(
     left: HandKeypoints | None,
     right: HandKeypoints | None,
     rig: StereoRig,
-    T_world_head: np.ndarray,
     config: HandConfig | None = None,
-) -> Hand3D | None:
-    """The 21 joints in the world from one camera pair's detections of a hand.
+) -> HandObservation | None:
+    """Triangulate a hand's joints seen by both cameras and keep the viewing rays of every joint seen.
 
-    Joints seen by both cameras are triangulated (tracked); joints seen by one camera are placed on their ray at
-    the median depth of the triangulated joints (valid, not tracked). None when too few joints triangulate.
+    A joint pair triangulates when both confidences pass ``min_confidence``, the rectified rows agree within
+    ``max_row_px`` and the disparity is positive. None when the hand is missing from a camera or fewer than
+    ``min_triangulated`` joints triangulate (too little to place the palm).
     """
     config = config or HandConfig()
     if left is None or right is None:
         return None
-    conf_l = left.confidence >= config.min_confidence
-    conf_r = right.confidence >= config.min_confidence
-    both = conf_l & conf_r
+    seen = np.stack([left.confidence >= config.min_confidence, right.confidence >= config.min_confidence])
+    both = seen[0] & seen[1]
     if both.sum() < config.min_triangulated:
         return None
     rect = rig.rectification
@@ -165,21 +186,50 @@ def triangulate_hand(
     if both.sum() < config.min_triangulated:
         return None
     X = cv2.triangulatePoints(rect.P0, rect.P1, l_rect[both].T, r_rect[both].T)
-    joints_cam0 = np.full((21, 3), np.nan)
-    joints_cam0[both] = (X[:3] / X[3]).T @ rect.R0
-    mono = conf_l & ~both
+    points_rect = (X[:3] / X[3]).T
+    points = np.full((21, 3), np.nan)
+    points[both] = transform_points(rig.T_head_cam0, points_rect @ rect.R0)
+    # depth error z^2 / (f b) per pixel of disparity error (the two cameras' keypoint noise); across, z / f each way
+    focal, z = float(rect.P0[0, 0]), points_rect[:, 2]
+    noise_var = np.full(21, np.nan)
+    noise_var[both] = (z * z / (focal * rig.baseline_m)) ** 2 * 2 * config.keypoint_sigma_px**2
+    noise_var[both] += 2 * (z / focal * config.keypoint_sigma_px) ** 2
+    T_head_cams = (rig.T_head_cam0, rig.T_head_cam1)
+    ray_dirs = np.zeros((2, 21, 3))
+    for cam, (camera, hand) in enumerate(zip(rig.cameras, (left, right), strict=True)):
+        rays = camera.unproject(hand.joints_px) @ T_head_cams[cam][:3, :3].T
+        ray_dirs[cam] = rays / np.linalg.norm(rays, axis=1, keepdims=True)
+    origins = np.stack([T[:3, 3] for T in T_head_cams])
+    return HandObservation(points, both, origins, ray_dirs, seen, noise_var, config.keypoint_sigma_px / focal)
+
+
+def triangulate_hand(
+    side: str,
+    left: HandKeypoints | None,
+    right: HandKeypoints | None,
+    rig: StereoRig,
+    T_world_head: np.ndarray,
+    config: HandConfig | None = None,
+) -> Hand3D | None:
+    """The 21 joints in the world from one camera pair's detections of a hand, without any hand model.
+
+    Joints seen by both cameras are triangulated (tracked); joints seen by camera 0 alone are placed on their ray
+    at the median depth of the triangulated joints (valid, not tracked); the rest sit at the mean of those (not
+    valid). None when too few joints triangulate. ``HandModel`` does better with bone lengths and past frames.
+    """
+    obs = observe_hand(left, right, rig, config)
+    if obs is None:
+        return None
+    joints_head = obs.points.copy()
+    mono = obs.seen[0] & ~obs.triangulated
     if mono.any():
-        depth = float(np.median(joints_cam0[both, 2]))
-        rays = rig.cam0.unproject(left.joints_px[mono])
-        joints_cam0[mono] = rays * depth
-    valid = both | mono
-    T_world_cam0 = T_world_head @ rig.T_head_cam0
-    joints_world = np.zeros((21, 3))
-    joints_world[valid] = transform_points(T_world_cam0, joints_cam0[valid])
-    missing = ~valid
-    if missing.any():
-        joints_world[missing] = joints_world[valid].mean(axis=0)
-    return Hand3D(side, joints_world, valid, both)
+        origin = obs.ray_origins[0]
+        depth = float(np.median((obs.points[obs.triangulated] - origin) @ rig.T_head_cam0[:3, 2]))
+        cos = obs.ray_dirs[0, mono] @ rig.T_head_cam0[:3, 2]
+        joints_head[mono] = origin + obs.ray_dirs[0, mono] * (depth / cos)[:, None]
+    valid = obs.triangulated | mono
+    joints_head[~valid] = joints_head[valid].mean(axis=0)
+    return Hand3D(side, transform_points(T_world_head, joints_head), valid, obs.triangulated)
 
 
 def hand_joint_frames(side: str, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
