@@ -98,3 +98,16 @@ def test_cli_writes_metrics_and_tum(tmp_path):
     } <= set(m)
     assert m["head_ate_m"] < 0.02
     assert (tmp_path / "gt.tum").is_file() and (tmp_path / "est.tum").is_file()
+
+
+def test_cli_covering_both_cameras_reports_loss_and_relocalization(tmp_path):
+    from tracking.evaluate import main
+
+    out = tmp_path / "m.json"
+    assert main(["--source", "synthetic:occlusion", "--seconds", "2", "--seed", "3", "--cover", "both",
+                 "--no-exit", "--json", str(out)]) == 0  # fmt: skip
+    m = json.loads(out.read_text())
+    assert m["covered_s"] == pytest.approx(0.5, abs=0.05)
+    assert m["relocalization_s"] >= 0.45, "a blacked-out headset must not claim to be tracked"
+    assert m["uncover_to_tracked_s"] < 1.0
+    assert m["head_ate_m"] < 0.02

@@ -87,3 +87,52 @@ def test_relocalization_finds_the_pose_without_any_prior(tracked):
     assert result.ok and result.cost > 0
     dt, dr = pose_delta(result.T_world_head, outcomes[90].T_world_head)
     assert dt < 0.01 and np.degrees(dr) < 0.3
+
+
+def test_after_a_long_blackout_the_pose_is_relocalized_within_a_second():
+    # 1.5 s blind: beyond the 1 s the held position stays valid, so the motion prior is useless on return
+    _, outcomes, truths = _run(PoseScene(seconds=3.0, blind=(1.0, 2.5), amplitude_rad=0.4))
+    blind = [i for i, o in enumerate(outcomes) if 60 <= i < 150]
+    assert not any(outcomes[i].flags.position_tracked for i in blind)
+    assert not outcomes[149].flags.position_valid, "1.5 s without a fix: position no longer valid"
+    back = next(i for i in range(150, len(outcomes)) if outcomes[i].flags.position_tracked)
+    assert (back - 150) / 60.0 < 1.0
+    T_align = truths[0] @ np.linalg.inv(outcomes[0].T_world_head)
+    dt, dr = pose_delta(T_align @ outcomes[back].T_world_head, truths[back])
+    assert dt < 0.03 and np.degrees(dr) < 1.0
+
+
+def _map_with(n, config):
+    from tracking.pose.map import UNMATCHED, LandmarkMap
+    from tracking.pose.stereo import StereoPoints
+
+    rng = np.random.default_rng(0)
+    points = np.column_stack([rng.uniform(-1, 1, (n, 2)), rng.uniform(1, 3, n)])
+    stereo = StereoPoints(points, landmark_descriptors(n), np.arange(n), np.arange(n), np.full(n, 0.01))
+    landmarks = LandmarkMap(32, config)
+    ids = landmarks.fuse(np.eye(4), stereo, np.full(n, UNMATCHED), 200.0)
+    landmarks.add_keyframe(0, np.eye(4), ids)
+    return landmarks
+
+
+def test_landmarks_searched_for_and_rarely_found_are_culled_and_compacted_away():
+    from tracking.pose.map import MapConfig
+
+    landmarks = _map_with(10, MapConfig(cull_after_searches=4, min_found_ratio=0.5, compact_min_dead=3))
+    kept_position = landmarks.positions[9].copy()
+    for _ in range(4):
+        landmarks.note_search(np.arange(10), np.arange(5, 10))  # 0-4 never found, 5-9 always
+    np.testing.assert_array_equal(landmarks.alive_ids(), np.arange(5, 10))
+    new_ids = landmarks.compact()
+    assert len(landmarks) == 5 and new_ids[:5].tolist() == [-1] * 5 and new_ids[9] == 4
+    np.testing.assert_array_equal(landmarks.positions[4], kept_position)
+    assert landmarks.keyframes[0].landmark_ids.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_a_landmark_found_often_is_kept_even_when_often_hidden():
+    from tracking.pose.map import MapConfig
+
+    landmarks = _map_with(3, MapConfig(cull_after_searches=4, min_found_ratio=0.5, keep_found=4))
+    for i in range(20):
+        landmarks.note_search(np.arange(3), np.array([0]) if i < 4 or i % 4 == 0 else np.zeros(0, np.int64))
+    assert landmarks.alive[0] and not landmarks.alive[1:].any()

@@ -18,7 +18,7 @@ import json
 import logging
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -138,18 +138,28 @@ class Run:
     hand_est: list[np.ndarray]
     hand_gt: list[np.ndarray]
     hand_tracked: list[np.ndarray]
+    head_stage_ms: list[float] = field(default_factory=list)
 
 
-def run_tracker(frames, rig, gates_path: Path | None, threshold: float | None = None) -> Run:
-    """Track ``frames`` (an iterable of Frame) with a fresh Tracker (``gates_path`` None: no early exit); keep
-    poses next to the truth."""
+def run_tracker(
+    frames,
+    rig,
+    gates_path: Path | None,
+    threshold: float | None = None,
+    keypoints: list[tuple] | None = None,
+) -> Run:
+    """Track ``frames`` (a list of Frame) with a fresh Tracker (``gates_path`` None: no early exit); keep poses
+    next to the truth. ``keypoints``: one tuple per frame (e.g. the network's, computed once for several runs);
+    None lets the tracker's default provider (truth keypoints) find them."""
     from tracking.tracker import Tracker, TrackerConfig
 
     config = TrackerConfig(gates_path=gates_path, exit_threshold=threshold)
     run = Run([], [], [], [], [], [], 0, [], [], [])
     with Tracker(rig, config) as tracker:
-        for frame in frames:
-            result = tracker.process(frame)
+        for i, frame in enumerate(frames):
+            result = tracker.process(frame, keypoints[i] if keypoints is not None else None)
+            if "head_ms" in result.timings_ms:
+                run.head_stage_ms.append(result.timings_ms["head_ms"] + result.timings_ms["filter_ms"])
             if result.problems or result.head is None or getattr(frame, "truth", None) is None:
                 continue
             run.t_ns.append(frame.t_ns)
@@ -198,6 +208,8 @@ def run_metrics(run: Run, rate_hz: float) -> dict[str, float | dict[str, int]]:
         "relocalization_s": _longest_lost_s(run),
         "uncover_to_tracked_s": _uncover_to_tracked_s(run),
         "covered_s": float(np.sum(run.covered)) / rate_hz,
+        "head_stage_ms_p50": float(np.median(run.head_stage_ms)) if run.head_stage_ms else float("nan"),
+        "head_stage_ms_p99": float(np.percentile(run.head_stage_ms, 99)) if run.head_stage_ms else float("nan"),
     }
 
 
@@ -226,6 +238,28 @@ def _uncover_to_tracked_s(run: Run) -> float:
     return worst
 
 
+def cover_both_cameras(frames: list) -> list:
+    """``frames`` with both cameras covered wherever one is (the darker image stands in for both): the scenario's
+    one-camera cover becomes a full blackout, so that tracking is lost and must relocalize."""
+    from skiptrack_types import Frame
+
+    out = []
+    for frame in frames:
+        darkest = min(frame.images, key=lambda image: float(image.mean()))
+        if float(darkest.mean()) < COVERED_MEAN_GREY:
+            frame = Frame(frame.seq, frame.t_ns, tuple(darkest.copy() for _ in frame.images), frame.imu, frame.truth)
+        out.append(frame)
+    return out
+
+
+def network_keypoints(frames: list) -> list[tuple]:
+    """The shipped keypoint network's keypoints of every frame (skip-convolution engine, its own threshold)."""
+    from tracking.providers import NetworkKeypointProvider
+
+    provider = NetworkKeypointProvider()
+    return [provider(frame) for frame in frames]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tracking.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", required=True, help="source URI, e.g. synthetic:seated")
@@ -236,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gates", type=Path, default=DEFAULT_GATES_PATH, help="gate file (default: shipped)")
     parser.add_argument("--json", type=Path, required=True, help="where to write the metrics")
     parser.add_argument("--tum-dir", type=Path, default=None, help="write gt.tum and est.tum here")
+    parser.add_argument("--keypoints", choices=("truth", "network"), default="truth",
+                        help="truth keypoints with 0.5 px noise (default) or the shipped keypoint network")  # fmt: skip
+    parser.add_argument("--cover", choices=("scenario", "both"), default="scenario",
+                        help="'both': where the scenario covers one camera, cover both (tracking is lost and must "
+                        "relocalize)")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     from hardware import open_source
@@ -247,16 +286,26 @@ def main(argv: list[str] | None = None) -> int:
             if rig is None:
                 raise SkipTrackError(f"source {args.source} has no calibration (rig); evaluation needs one")
             frames = list(source)
-        runs = {"no_exit": run_tracker(frames, rig, gates_path=None)}
+        if args.cover == "both":
+            frames = cover_both_cameras(frames)
+        keypoints = network_keypoints(frames) if args.keypoints == "network" else None
+        runs = {"no_exit": run_tracker(frames, rig, gates_path=None, keypoints=keypoints)}
         if not args.no_exit:
-            runs["exit"] = run_tracker(frames, rig, gates_path=args.gates, threshold=args.threshold)
+            runs["exit"] = run_tracker(frames, rig, args.gates, args.threshold, keypoints)
         main_run = runs["no_exit" if args.no_exit else "exit"]
         metrics = run_metrics(main_run, rate)
         full = run_metrics(runs["no_exit"], rate)
         metrics["refine_saving"] = full["refine_cost"] / max(metrics["refine_cost"], 1)
         compared = ("head_ate_m", "head_ate_deg", "head_rpe_m", "hand_mpjpe_mm", "hand_mpjpe_tracked_mm")
         metrics["no_exit"] = {k: full[k] for k in (*compared, "refine_cost", "relocalization_s")}
-        metrics.update(source=args.source, seed=args.seed, seconds=args.seconds, early_exit=not args.no_exit)
+        metrics.update(
+            source=args.source,
+            seed=args.seed,
+            seconds=args.seconds,
+            early_exit=not args.no_exit,
+            keypoints=args.keypoints,
+            cover=args.cover,
+        )
     except SkipTrackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from skiptrack_types import InvalidInputError
+from tracking.pose.geometry import matrix_to_rotvec, rotvec_to_matrix
 
 
 @dataclass(frozen=True)
@@ -74,15 +75,15 @@ class OneEuroFilter:
 
 
 class PoseFilter:
-    """One-Euro filter of a rigid pose: position (m) and orientation. The orientation is filtered in the tangent
-    space at the previous filtered orientation (rotation vector of the step to the new sample, rad), with its
-    own speed scale ``rotation_beta`` (s/rad)."""
+    """One-Euro filter of a rigid pose: position (m) and rotation (3, 3). The rotation is filtered in the tangent
+    space at the previous filtered rotation (rotation vector of the step to the new sample, rad), with its own
+    speed scale ``rotation_beta`` (s/rad)."""
 
     def __init__(self, config: OneEuroConfig | None = None, rotation_beta: float = 25.0) -> None:
         self.config = config or OneEuroConfig()
         self.rotation_beta = rotation_beta
         self._position = OneEuroFilter(self.config)
-        self._R: Rotation | None = None
+        self._R: np.ndarray | None = None
         self._rate = np.zeros(3)
         self._t_ns: int | None = None
 
@@ -91,20 +92,19 @@ class PoseFilter:
         self._R, self._t_ns = None, None
         self._rate = np.zeros(3)
 
-    def __call__(self, t_ns: int, position: np.ndarray, orientation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Filtered (position (3,), orientation (4,) x, y, z, w) for a pose sample at ``t_ns``."""
-        R_new = Rotation.from_quat(orientation)
+    def __call__(self, t_ns: int, position: np.ndarray, R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Filtered (position (3,), rotation (3, 3)) for a pose sample at ``t_ns``."""
         p = self._position(t_ns, position)
         if self._R is None or self._t_ns is None or t_ns <= self._t_ns:
-            self._R, self._t_ns, self._rate = R_new, t_ns, np.zeros(3)
-            return p, R_new.as_quat()
+            self._R, self._t_ns, self._rate = np.array(R, dtype=np.float64), t_ns, np.zeros(3)
+            return p, self._R.copy()
         dt = (t_ns - self._t_ns) * 1e-9
-        step = (self._R.inv() * R_new).as_rotvec()
+        step = matrix_to_rotvec(self._R.T @ R)
         self._rate = self._rate + _alpha(self.config.d_cutoff, dt) * (step / dt - self._rate)
         cutoff = self.config.min_cutoff + self.rotation_beta * float(np.linalg.norm(self._rate))
-        self._R = self._R * Rotation.from_rotvec(_alpha(cutoff, dt) * step)
+        self._R = self._R @ rotvec_to_matrix(_alpha(cutoff, dt) * step)
         self._t_ns = t_ns
-        return p, self._R.as_quat()
+        return p, self._R.copy()
 
 
 def predict_pose(

@@ -42,9 +42,11 @@ KeypointProvider = Callable[[Frame], tuple[Keypoints, ...]]
 class TruthKeypointProvider:
     """Stand-in for the keypoint network: the synthetic frame's truth landmarks and hand joints with
     ``pixel_noise`` px of detector noise. Like a detector, it finds nothing in a flat image patch (a covered or
-    black camera), judged by the grey-level standard deviation of a 5x5 patch around each point."""
+    black camera), judged by the grey-level standard deviation of a 5x5 patch around each point: at least
+    ``min_patch_std`` (4 grey levels: above the sensor noise of a covered lens, below the texture of the dark
+    scenario's landmarks)."""
 
-    def __init__(self, pixel_noise: float = 0.5, seed: int = 0, min_patch_std: float = 2.0) -> None:
+    def __init__(self, pixel_noise: float = 0.5, seed: int = 0, min_patch_std: float = 4.0) -> None:
         self.pixel_noise = pixel_noise
         self.min_patch_std = min_patch_std
         self._rng = np.random.default_rng(seed)
@@ -170,9 +172,8 @@ class Tracker:
         head = None
         network_stats = self._network_stats()
         if self._cascade.initialized:
-            p, q = self._head_filter(
-                frame.t_ns, outcome.T_world_head[:3, 3], Rotation.from_matrix(outcome.T_world_head[:3, :3]).as_quat()
-            )
+            p, R = self._head_filter(frame.t_ns, outcome.T_world_head[:3, 3], outcome.T_world_head[:3, :3])
+            q = Rotation.from_matrix(R).as_quat()
             if not outcome.flags.position_valid:
                 p = self._last_head.position if self._last_head is not None else p
             head = HeadPose(

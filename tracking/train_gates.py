@@ -3,7 +3,8 @@
 FrameExit-style on-the-fly supervision: every frame runs every stage; the label of the gate after stage k is
 "the full stage moved the pose by less than τ". Two rounds: the first follows the always-full cascade, the second
 commits what the first round's gates choose (so the gates also see the states their own exits lead to), while
-still running every stage for labels. Writes tracking/weights/gates.json.
+still running every stage for labels. ``--keypoints`` picks what the stages see: truth keypoints, the shipped
+network's, or both (the default: one gate file for either). Writes tracking/weights/gates.json.
 """
 
 from __future__ import annotations
@@ -29,19 +30,18 @@ TRAIN_SEEDS = (100, 101)
 
 
 def collect(
-    frames, rig, gates: GateSet | None, tau_m: float, tau_deg: float, seed: int
+    frames, keypoints: list[tuple], rig, gates: GateSet | None, tau_m: float, tau_deg: float
 ) -> dict[int, tuple[list[np.ndarray], list[bool]]]:
-    """Per gated stage, (feature vectors, labels) from one sequence run in supervise mode."""
-    provider = TruthKeypointProvider(seed=seed)
+    """Per gated stage, (feature vectors, labels) from one sequence (``keypoints``: one tuple per frame) run in
+    supervise mode."""
     cascade: RefinementCascade | None = None
     data: dict[int, tuple[list[np.ndarray], list[bool]]] = {0: ([], []), 1: ([], [])}
-    for frame in frames:
-        keypoints = provider(frame)
+    for frame, frame_keypoints in zip(frames, keypoints, strict=True):
         if cascade is None:
             cascade = RefinementCascade(
-                rig, keypoints[0].descriptors.shape[1], CascadeConfig(gates=gates, supervise=True)
+                rig, frame_keypoints[0].descriptors.shape[1], CascadeConfig(gates=gates, supervise=True)
             )
-        outcome = cascade.step(frame.seq, frame.t_ns, keypoints, frame.imu)
+        outcome = cascade.step(frame.seq, frame.t_ns, frame_keypoints, frame.imu)
         reference = outcome.stage_poses.get(2, outcome.stage_poses.get(3))
         if reference is None or not outcome.features:
             continue
@@ -58,7 +58,23 @@ def collect(
     return data
 
 
-def train(seconds: float, tau_m: float, tau_deg: float, threshold: float, rounds: int) -> tuple[GateSet, dict]:
+def sequence_keypoints(frames, source: str, seed: int) -> list[tuple]:
+    """Keypoints of every frame of one sequence: truth keypoints (0.5 px noise) or the shipped network's (a
+    fresh skip-convolution state per sequence)."""
+    if source == "truth":
+        provider = TruthKeypointProvider(seed=seed)
+    else:
+        from tracking.providers import NetworkKeypointProvider
+
+        provider = NetworkKeypointProvider()
+    return [provider(frame) for frame in frames]
+
+
+def train(
+    seconds: float, tau_m: float, tau_deg: float, threshold: float, rounds: int, keypoint_sources: tuple[str, ...]
+) -> tuple[GateSet, dict]:
+    """Gates fitted on every training sequence once per keypoint source (the features of both kinds of keypoints,
+    so that one gate file serves either)."""
     from hardware import open_source
 
     gates: GateSet | None = None
@@ -67,12 +83,14 @@ def train(seconds: float, tau_m: float, tau_deg: float, threshold: float, rounds
     for scenario in TRAIN_SCENARIOS:
         for seed in TRAIN_SEEDS:
             with open_source(f"synthetic:{scenario}", seconds=seconds, seed=seed) as source:
-                sequences.append((scenario, seed, source.rig, list(source)))
+                rig, frames = source.rig, list(source)
+            for keypoint_source in keypoint_sources:
+                sequences.append((rig, frames, sequence_keypoints(frames, keypoint_source, seed)))
     for round_ in range(rounds):
         features: dict[int, list[np.ndarray]] = {0: [], 1: []}
         labels: dict[int, list[bool]] = {0: [], 1: []}
-        for _scenario, seed, rig, frames in tqdm(sequences, desc=f"round {round_ + 1}/{rounds}"):
-            data = collect(frames, rig, gates, tau_m, tau_deg, seed)
+        for rig, frames, keypoints in tqdm(sequences, desc=f"round {round_ + 1}/{rounds}"):
+            data = collect(frames, keypoints, rig, gates, tau_m, tau_deg)
             for stage in (0, 1):
                 features[stage] += data[stage][0]
                 labels[stage] += data[stage][1]
@@ -100,10 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=0.7, help="exit when P(within τ) reaches this")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=DEFAULT_GATES_PATH)
+    parser.add_argument("--keypoints", choices=("truth", "network", "both"), default="both",
+                        help="what the gates learn from: truth keypoints, the shipped network's, or both")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     try:
-        gates, report = train(args.seconds, args.tau_mm * 1e-3, args.tau_deg, args.threshold, args.rounds)
+        sources = ("truth", "network") if args.keypoints == "both" else (args.keypoints,)
+        gates, report = train(args.seconds, args.tau_mm * 1e-3, args.tau_deg, args.threshold, args.rounds, sources)
     except SkipTrackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,10 +1,12 @@
 """Rigid-transform helpers shared by the pose stages: 4x4 transforms, OpenCV rvec/tvec, pose differences.
 
-``T_a_b`` (4, 4) maps points from frame b to frame a; rotations go through ``scipy.spatial.transform.Rotation``.
+``T_a_b`` (4, 4) maps points from frame b to frame a. Per-frame rotation conversions on the tracking path go through
+OpenCV's Rodrigues (microseconds); ``scipy.spatial.transform.Rotation`` (about 100 µs a call) serves the rest.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
@@ -28,22 +30,45 @@ def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ T[:3, :3].T + T[:3, 3]
 
 
+def rotvec_to_matrix(rotvec: np.ndarray) -> np.ndarray:
+    """The rotation (3, 3) of a rotation vector (3,) rad (axis times angle)."""
+    return cv2.Rodrigues(np.asarray(rotvec, dtype=np.float64).reshape(3, 1))[0]
+
+
+def matrix_to_rotvec(R: np.ndarray) -> np.ndarray:
+    """The rotation vector (3,) rad of a rotation (3, 3)."""
+    return cv2.Rodrigues(np.ascontiguousarray(R, dtype=np.float64))[0].ravel()
+
+
+def rotation_angle(R: np.ndarray) -> np.ndarray | float:
+    """Angle (rad) of rotations ``R`` (..., 3, 3), from sin and cos together (accurate near 0 and near π)."""
+    R = np.asarray(R, dtype=np.float64)
+    cos = (np.trace(R, axis1=-2, axis2=-1) - 1.0) / 2.0
+    vee = np.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], axis=-1)
+    angle = np.arctan2(np.linalg.norm(vee, axis=-1) / 2.0, cos)
+    return float(angle) if np.ndim(angle) == 0 else angle
+
+
 def to_rvec_tvec(T_cam_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """OpenCV's (rvec (3, 1), tvec (3, 1)) for a world-to-camera transform."""
-    rvec = Rotation.from_matrix(T_cam_world[:3, :3]).as_rotvec().reshape(3, 1)
-    return rvec, T_cam_world[:3, 3].reshape(3, 1).copy()
+    return matrix_to_rotvec(T_cam_world[:3, :3]).reshape(3, 1), T_cam_world[:3, 3].reshape(3, 1).copy()
 
 
 def from_rvec_tvec(rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
     """The world-to-camera transform for OpenCV's (rvec, tvec)."""
-    return make_transform(Rotation.from_rotvec(np.ravel(rvec)).as_matrix(), np.ravel(tvec))
+    return make_transform(rotvec_to_matrix(rvec), np.ravel(tvec))
 
 
 def pose_delta(T_a: np.ndarray, T_b: np.ndarray) -> tuple[float, float]:
     """(translation distance m, rotation angle rad) between two poses of the same frame."""
     dt = float(np.linalg.norm(T_a[:3, 3] - T_b[:3, 3]))
-    dR = T_a[:3, :3].T @ T_b[:3, :3]
-    return dt, float(np.linalg.norm(Rotation.from_matrix(dR).as_rotvec()))
+    return dt, rotation_angle(T_a[:3, :3].T @ T_b[:3, :3])
+
+
+def pose_deltas(T_a: np.ndarray, T_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``pose_delta`` of many poses ``T_a`` (N, 4, 4) against one pose ``T_b`` (4, 4): ((N,) m, (N,) rad)."""
+    dt = np.linalg.norm(T_a[:, :3, 3] - T_b[:3, 3], axis=1)
+    return dt, np.atleast_1d(rotation_angle(np.swapaxes(T_a[:, :3, :3], 1, 2) @ T_b[:3, :3]))
 
 
 def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -9,11 +9,10 @@ PnP runs on undistorted, normalised coordinates (K = I) so pinhole and fisheye c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
-from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from skiptrack_types import StereoRig
@@ -26,6 +25,7 @@ from tracking.pose.geometry import (
     transform_points,
 )
 from tracking.pose.map import REJECTED, UNMATCHED, LandmarkMap, MapConfig
+from tracking.pose.matching import pairs_within
 from tracking.pose.stereo import StereoConfig, match_stereo
 
 GRAVITY_WORLD = np.array([0.0, -9.81, 0.0])
@@ -41,6 +41,7 @@ class HeadConfig:
     track_lm_iterations: int = 10
     track_radius_px: float = 10.0
     search_radius_px: float = 30.0
+    tracked_search_radius_px: float = 15.0
     search_growth_px_per_s: float = 400.0
     max_search_radius_px: float = 250.0
     min_inliers: int = 10
@@ -88,10 +89,10 @@ def integrate_gyro(
     t = t[keep]
     omega_head = (imu[keep, 1:4] - bias) @ T_head_imu[:3, :3].T
     dt = np.diff(np.concatenate([[prev_t_ns], t])) * 1e-9
-    R = Rotation.from_matrix(R_world_head)
-    for w, d in zip(omega_head, dt, strict=True):
-        R = R * Rotation.from_rotvec(w * d)
-    return R.as_matrix(), omega_head.mean(axis=0)
+    R = R_world_head
+    for step in Rotation.from_rotvec(omega_head * dt[:, None]).as_matrix():  # one batched conversion
+        R = R @ step
+    return R, omega_head.mean(axis=0)
 
 
 class HeadStages:
@@ -114,7 +115,7 @@ class HeadStages:
         left_ids = np.full(len(keypoints[0]), UNMATCHED)
         ids = self.map.fuse(T_world_head @ self.rig.T_head_cam0, stereo, left_ids, self.rig.cam0.fx)
         self.map.add_keyframe(seq, T_world_head, ids)
-        tracked = self._spread(keypoints[0].points_px[stereo.left_index], ids)
+        tracked = ids[self._spread(keypoints[0].points_px[stereo.left_index], ids)]
         return StageResult(T_world_head, True, len(ids), 0.0, tracked, 0, cost)
 
     def update_map(
@@ -141,73 +142,65 @@ class HeadStages:
 
     def track_guided(self, T_pred: np.ndarray, keypoints: tuple[Keypoints, ...]) -> StageResult:
         """Stage 1: guided tracking. The map landmarks predicted in view (at most ``track_subset``, spread over
-        the image) are looked for only within ``track_radius_px`` of their predicted projections, and the pose is
-        refined by Levenberg–Marquardt from the prediction: no RANSAC, no wide search. Keypoints unlike every
-        landmark in view are marked new (UNMATCHED) so that the map update can grow the map."""
+        the image, the most reliably found first) are looked for only within ``track_radius_px`` of their
+        predicted projections, and the pose is refined by Levenberg–Marquardt from the prediction: no RANSAC, no
+        wide search. Keypoints unlike every landmark predicted near them are marked new (UNMATCHED) so that the
+        map update can grow the map."""
         cost = 0
         best = StageResult(T_pred, ok=False)
         for cam in self._camera_order(keypoints):
             kp = keypoints[cam]
-            pixels = self._project(T_pred, self.map.positions, cam)
-            cost += len(self.map)
-            inside = np.flatnonzero(np.isfinite(pixels).all(axis=1))
-            if len(kp) < self.config.min_inliers or len(inside) < self.config.min_inliers:
+            in_view, pixels = self._in_view(T_pred, cam)
+            cost += len(self.map.alive_ids())
+            if len(kp) < self.config.min_inliers or len(in_view) < self.config.min_inliers:
                 continue
-            ids = self._spread(pixels[inside], inside)
-            landmark_idx, kp_idx = _neighbour_pairs(pixels[ids], kp.points_px, self.config.track_radius_px)
-            cost += len(kp_idx)
-            allowed = np.zeros((len(kp), len(ids)), bool)
-            allowed[kp_idx, landmark_idx] = True
-            kp_index, landmark_ids = self.map.match(kp.descriptors, ids, allowed)
+            pick = self._spread(pixels, in_view)
+            searched = in_view[pick]
+            kp_index, landmark_ids, pairs = self.map.match_near(
+                kp.descriptors, kp.points_px, searched, pixels[pick], self.config.track_radius_px
+            )
+            cost += pairs
             if len(kp_index) < self.config.min_inliers:
                 continue
             result = self._refine(T_pred, landmark_ids, kp.points_px[kp_index], cam, ransac=False)
             cost += result.cost
             if result.ok:
+                self.map.note_search(searched, result.tracked_ids)
                 left_ids = None
                 if cam == 0:
-                    left_ids = np.full(len(kp), REJECTED)
-                    inlier = np.isin(landmark_ids, result.tracked_ids)
-                    left_ids[kp_index[inlier]] = landmark_ids[inlier]
-                    # keypoints unlike every landmark in view are new: the map grows here too, without duplicates
-                    rest = np.setdiff1d(np.arange(len(kp)), kp_index)
-                    if len(rest):
-                        similarity = kp.descriptors[rest] @ self.map.descriptors[inside].T
-                        cost += similarity.size
-                        left_ids[rest[similarity.max(axis=1) < self.config.map.min_similarity]] = UNMATCHED
-                return StageResult(
-                    result.T_world_head,
-                    True,
-                    result.inliers,
-                    result.residual_px,
-                    result.tracked_ids,
-                    cam,
-                    cost,
-                    left_ids,
-                )
+                    left_ids, new_cost = self._label_left(
+                        kp, kp_index, landmark_ids, result.tracked_ids, in_view, pixels
+                    )
+                    cost += new_cost
+                return replace(result, cost=cost, left_ids=left_ids)
             best = result
         return StageResult(best.T_world_head, False, best.inliers, best.residual_px, camera=best.camera, cost=cost)
 
-    def match_full(self, T_pred: np.ndarray, keypoints: tuple[Keypoints, ...], seconds_since_fix: float) -> StageResult:
-        """Stage 2: match every keypoint against every map landmark predicted near it, then RANSAC PnP + LM."""
-        radius = min(
-            self.config.search_radius_px + self.config.search_growth_px_per_s * seconds_since_fix,
-            self.config.max_search_radius_px,
-        )
+    def match_full(
+        self,
+        T_pred: np.ndarray,
+        keypoints: tuple[Keypoints, ...],
+        seconds_since_fix: float,
+        prior_from_tracking: bool = False,
+    ) -> StageResult:
+        """Stage 2: match every keypoint against every map landmark predicted near it, then RANSAC PnP + LM.
+
+        The search radius grows with the time since the last fix; ``prior_from_tracking`` (``T_pred`` is this
+        frame's tracking-stage pose, good to a pixel or two) narrows it to ``tracked_search_radius_px``."""
+        cfg = self.config
+        radius = min(cfg.search_radius_px + cfg.search_growth_px_per_s * seconds_since_fix, cfg.max_search_radius_px)
+        if prior_from_tracking:
+            radius = cfg.tracked_search_radius_px
         cost = 0
         failed = StageResult(T_pred, ok=False)
         for cam in self._camera_order(keypoints):
             kp = keypoints[cam]
-            pixels = self._project(T_pred, self.map.positions, cam)
-            cost += len(self.map)
-            inside = np.flatnonzero(np.isfinite(pixels).all(axis=1))
-            if len(kp) < self.config.min_inliers or len(inside) < self.config.min_inliers:
+            in_view, pixels = self._in_view(T_pred, cam)
+            cost += len(self.map.alive_ids())
+            if len(kp) < self.config.min_inliers or len(in_view) < self.config.min_inliers:
                 continue
-            k_idx, c_idx = _neighbour_pairs(kp.points_px, pixels[inside], radius)
-            cost += len(k_idx)
-            allowed = np.zeros((len(kp), len(inside)), bool)
-            allowed[k_idx, c_idx] = True
-            kp_index, landmark_ids = self.map.match(kp.descriptors, inside, allowed)
+            kp_index, landmark_ids, pairs = self.map.match_near(kp.descriptors, kp.points_px, in_view, pixels, radius)
+            cost += pairs
             if len(kp_index) < self.config.min_inliers:
                 continue
             result = self._refine(T_pred, landmark_ids, kp.points_px[kp_index], cam, ransac=True)
@@ -215,38 +208,31 @@ class HeadStages:
             if not result.ok:
                 failed = result
                 continue
-            left_ids = None
-            if cam == 0:
-                left_ids = np.full(len(kp), UNMATCHED)
-                left_ids[kp_index] = REJECTED
-                inlier = np.isin(landmark_ids, result.tracked_ids)
-                left_ids[kp_index[inlier]] = landmark_ids[inlier]
-            tracked = self._spread(
-                kp.points_px[kp_index[np.isin(landmark_ids, result.tracked_ids)]],
-                landmark_ids[np.isin(landmark_ids, result.tracked_ids)],
-            )
-            return StageResult(
-                result.T_world_head, True, result.inliers, result.residual_px, tracked, cam, cost, left_ids
-            )
+            self.map.note_search(in_view, result.tracked_ids)
+            return self._found(result, kp, kp_index, landmark_ids, cost)
         return StageResult(failed.T_world_head, False, failed.inliers, failed.residual_px, cost=cost)
 
     def relocalize(self, T_guess: np.ndarray, keypoints: tuple[Keypoints, ...]) -> StageResult:
         """Stage 3: find the keyframes sharing most descriptors with the frame and solve PnP against their
-        landmarks without any motion prior."""
+        landmarks without any motion prior. One similarity product of the keypoints against the living landmarks
+        scores every keyframe (how many of its landmarks are some keypoint's best match)."""
         cost = 0
         if not self.map.keyframes:
             return StageResult(T_guess, ok=False)
+        alive = self.map.alive_ids()
         for cam in self._camera_order(keypoints):
             kp = keypoints[cam]
-            if len(kp) < self.config.min_reloc_inliers:
+            if len(kp) < self.config.min_reloc_inliers or len(alive) < self.config.min_reloc_inliers:
                 continue
-            scores = []
-            for kf in self.map.keyframes:
-                q, _ = self.map.match(kp.descriptors, kf.landmark_ids)
-                cost += len(kp) * len(kf.landmark_ids)
-                scores.append(len(q))
-            order = np.argsort(scores)[::-1][: self.config.reloc_keyframes]
+            similarity = kp.descriptors @ self.map.descriptors[alive].T
+            cost += similarity.size
+            hit = np.zeros(len(self.map), bool)
+            best = similarity.argmax(axis=1)
+            hit[alive[best[similarity[np.arange(len(kp)), best] >= self.config.map.min_similarity]]] = True
+            scores = [int(hit[kf.landmark_ids].sum()) for kf in self.map.keyframes]
+            order = np.argsort(scores, kind="stable")[::-1][: self.config.reloc_keyframes]
             candidates = np.unique(np.concatenate([self.map.keyframes[i].landmark_ids for i in order]))
+            candidates = candidates[self.map.alive[candidates]]
             kp_index, landmark_ids = self.map.match(kp.descriptors, candidates)
             cost += len(kp) * len(candidates)
             if len(kp_index) < self.config.min_reloc_inliers:
@@ -255,11 +241,7 @@ class HeadStages:
             result = self._refine(T_seed, landmark_ids, kp.points_px[kp_index], cam, ransac=True, reloc=True)
             cost += result.cost
             if result.ok and result.inliers >= self.config.min_reloc_inliers:
-                tracked = self._spread(
-                    kp.points_px[kp_index[np.isin(landmark_ids, result.tracked_ids)]],
-                    landmark_ids[np.isin(landmark_ids, result.tracked_ids)],
-                )
-                return StageResult(result.T_world_head, True, result.inliers, result.residual_px, tracked, cam, cost)
+                return self._found(result, kp, kp_index, landmark_ids, cost)
         return StageResult(T_guess, ok=False, cost=cost)
 
     # ------------------------------------------------------------------------------------------- helpers
@@ -267,6 +249,55 @@ class HeadStages:
     def _camera_order(self, keypoints: tuple[Keypoints, ...]) -> list[int]:
         """Cameras to try, the one with more keypoints first (a covered camera has none)."""
         return sorted(range(len(keypoints)), key=lambda c: -len(keypoints[c]))
+
+    def _in_view(self, T_world_head: np.ndarray, cam: int) -> tuple[np.ndarray, np.ndarray]:
+        """Ids (K,) of the living landmarks predicted inside camera ``cam``'s image and their pixels (K, 2)."""
+        ids = self.map.alive_ids()
+        pixels = self._project(T_world_head, self.map.positions[ids], cam)
+        inside = np.isfinite(pixels[:, 0])
+        return ids[inside], pixels[inside]
+
+    def _label_left(
+        self,
+        kp: Keypoints,
+        kp_index: np.ndarray,
+        landmark_ids: np.ndarray,
+        tracked_ids: np.ndarray,
+        in_view: np.ndarray,
+        in_view_px: np.ndarray,
+    ) -> tuple[np.ndarray, int]:
+        """Per camera-0 keypoint of the tracking stage: its landmark (an inlier), UNMATCHED (unlike every landmark
+        predicted near it, ``in_view`` at ``in_view_px``: a new one, so the map grows without duplicates) or
+        REJECTED; and the comparisons spent."""
+        left_ids = np.full(len(kp), REJECTED)
+        inlier = np.isin(landmark_ids, tracked_ids)
+        left_ids[kp_index[inlier]] = landmark_ids[inlier]
+        rest = np.ones(len(kp), bool)
+        rest[kp_index] = False
+        rest = np.flatnonzero(rest)
+        if len(rest) == 0:
+            return left_ids, 0
+        # a duplicate of a landmark lies near its projection: compare with the landmarks within the search window
+        rest_idx, near = pairs_within(kp.points_px[rest], in_view_px, self.config.track_radius_px)
+        similarity = np.einsum("kd,kd->k", kp.descriptors[rest[rest_idx]], self.map.descriptors[in_view[near]])
+        most_similar = np.full(len(rest), -np.inf, np.float32)
+        np.maximum.at(most_similar, rest_idx, similarity)
+        left_ids[rest[most_similar < self.config.map.min_similarity]] = UNMATCHED
+        return left_ids, len(rest_idx)
+
+    def _found(
+        self, result: StageResult, kp: Keypoints, kp_index: np.ndarray, landmark_ids: np.ndarray, cost: int
+    ) -> StageResult:
+        """A full or relocalization stage's success: the landmarks to track next (spread over the image) and,
+        for camera 0, every keypoint's label for the map update (unmatched ones become new landmarks)."""
+        inlier = np.isin(landmark_ids, result.tracked_ids)
+        tracked = landmark_ids[inlier][self._spread(kp.points_px[kp_index[inlier]], landmark_ids[inlier])]
+        left_ids = None
+        if result.camera == 0:
+            left_ids = np.full(len(kp), UNMATCHED)
+            left_ids[kp_index] = REJECTED
+            left_ids[kp_index[inlier]] = landmark_ids[inlier]
+        return replace(result, tracked_ids=tracked, cost=cost, left_ids=left_ids)
 
     def _project(self, T_world_head: np.ndarray, points_world: np.ndarray, cam: int) -> np.ndarray:
         """Pixels (N, 2) of world points in camera ``cam``; NaN when behind it or outside its image."""
@@ -294,7 +325,8 @@ class HeadStages:
         reloc: bool = False,
     ) -> StageResult:
         """PnP of ``landmark_ids`` observed at ``pixels`` in camera ``cam``: optional RANSAC, then LM on inliers,
-        a 3-sigma-style inlier cut at ``inlier_px`` and a second LM. Returns the head pose."""
+        a 3-sigma-style inlier cut at ``inlier_px`` and LM again until the inlier set settles (at most 3 rounds).
+        Returns the head pose."""
         cfg = self.config
         camera = self.rig.cameras[cam]
         T_head_cam = self._T_head_cam[cam]
@@ -306,18 +338,16 @@ class HeadStages:
         keep = np.ones(len(obj), bool)
         if ransac:
             iterations = cfg.reloc_iterations if reloc else cfg.ransac_iterations
+            # minimal AP3P hypotheses: a third of the time of iterative ones, and LM below refines on all inliers
             ok, r, t, inl = cv2.solvePnPRansac(
                 obj,
                 norm,
                 np.eye(3),
                 None,
-                rvec.copy(),
-                tvec.copy(),
-                useExtrinsicGuess=not reloc,
                 iterationsCount=iterations,
                 reprojectionError=thresh,
                 confidence=0.999,
-                flags=cv2.SOLVEPNP_ITERATIVE,
+                flags=cv2.SOLVEPNP_AP3P,
             )
             cost += iterations * len(obj)
             if not ok or inl is None or len(inl) < cfg.min_inliers:
@@ -327,7 +357,7 @@ class HeadStages:
             keep[inl.ravel()] = True
         lm_iterations = cfg.lm_iterations if ransac else cfg.track_lm_iterations
         criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, lm_iterations, 1e-10)
-        for _ in range(2):
+        for _ in range(3):
             if keep.sum() < cfg.min_inliers:
                 return StageResult(T_guess, ok=False, camera=cam, cost=cost)
             rvec, tvec = cv2.solvePnPRefineLM(obj[keep], norm[keep], np.eye(3), None, rvec, tvec, criteria)
@@ -347,27 +377,19 @@ class HeadStages:
         return StageResult(T_world_head, True, inliers, residual, landmark_ids[keep], cam, cost)
 
     def _spread(self, pixels: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        """Up to ``track_subset`` landmark ids spread over a 4x3 image grid, round-robin over the cells."""
+        """Indices of up to ``track_subset`` of the landmarks ``ids`` (K,) seen at ``pixels`` (K, 2), spread over a
+        4x3 image grid (round-robin over the cells), within a cell the most reliably found first."""
         k = self.config.track_subset
         if len(ids) <= k:
-            return ids.copy()
+            return np.arange(len(ids))
         cam = self.rig.cam0
         cell = (
             np.clip(pixels[:, 0] * 4 // cam.width, 0, 3) + 4 * np.clip(pixels[:, 1] * 3 // cam.height, 0, 2)
         ).astype(int)
-        rank = np.zeros(len(ids), int)
-        for c in np.unique(cell):
-            members = np.flatnonzero(cell == c)
-            rank[members] = np.arange(len(members))
-        order = np.lexsort((cell, rank))
-        return ids[order[:k]]
-
-
-def _neighbour_pairs(queries: np.ndarray, points: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """Every (query index, point index) pair of ``queries`` (Q, 2) and ``points`` (P, 2) within ``radius``,
-    ordered by query then point; found in C by scipy (per-pair Python work here was a hot spot)."""
-    if len(queries) == 0 or len(points) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    found = cKDTree(queries).sparse_distance_matrix(cKDTree(points), radius, output_type="ndarray")
-    order = np.lexsort((found["j"], found["i"]))
-    return found["i"][order].astype(np.int64), found["j"][order].astype(np.int64)
+        reliability = (self.map.found[ids] + 1.0) / (self.map.searched[ids] + 2.0)
+        by_cell = np.lexsort((-reliability, cell))
+        sorted_cell = cell[by_cell]
+        first_of_cell = np.searchsorted(sorted_cell, sorted_cell, side="left")
+        rank = np.empty(len(ids), int)
+        rank[by_cell] = np.arange(len(ids)) - first_of_cell
+        return np.lexsort((cell, rank))[:k]

@@ -1,8 +1,9 @@
 """Stereo matching of keypoints along rectified epipolar lines, and triangulation into camera 0.
 
 Both images' keypoints are mapped into the rectified pair (cv2.stereoRectify of the rig), where a point and its
-match lie on the same row; candidates are those within ``max_row_px`` of the row and with a disparity in range,
-and the match is the mutual best descriptor similarity above a floor.
+match lie on the same row; candidates are those within ``max_row_px`` of the row and with a disparity in range
+(found by sorting on the row, so only those pairs are ever scored), and the match is the mutual best descriptor
+similarity above a floor.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from skiptrack_types import CameraModel, CameraModelKind, StereoRig
 from tracking.keypoints import Keypoints
+from tracking.pose.matching import mutual_best, pairs_on_rows
 
 
 @dataclass(frozen=True)
@@ -62,17 +64,12 @@ def match_stereo(left: Keypoints, right: Keypoints, rig: StereoRig, config: Ster
         return _empty(dim)
     l_px = rectify_points(rig.cam0, left.points_px, rect.R0, rect.P0)
     r_px = rectify_points(rig.cam1, right.points_px, rect.R1, rect.P1)
-    disparity = l_px[:, None, 0] - r_px[None, :, 0]
-    ok = (np.abs(l_px[:, None, 1] - r_px[None, :, 1]) <= config.max_row_px) & (
-        (disparity >= config.min_disparity_px) & (disparity <= config.max_disparity_px)
-    )
-    comparisons = int(ok.sum())
-    similarity = np.where(ok, left.descriptors @ right.descriptors.T, -np.inf)
-    best_r = np.argmax(similarity, axis=1)
-    best_l = np.argmax(similarity, axis=0)
-    li = np.arange(len(left))
-    keep = (best_l[best_r] == li) & (similarity[li, best_r] >= config.min_similarity)
-    li, ri = li[keep], best_r[keep]
+    pair_l, pair_r = pairs_on_rows(l_px[:, 1], r_px[:, 1], config.max_row_px)
+    disparity = l_px[pair_l, 0] - r_px[pair_r, 0]
+    ok = (disparity >= config.min_disparity_px) & (disparity <= config.max_disparity_px)
+    pair_l, pair_r = pair_l[ok], pair_r[ok]
+    comparisons = len(pair_l)
+    li, ri = mutual_best(left.descriptors, right.descriptors, pair_l, pair_r, config.min_similarity)
     if len(li) == 0:
         return _empty(dim, comparisons)
     X = cv2.triangulatePoints(rect.P0, rect.P1, l_px[li].T, r_px[ri].T)
