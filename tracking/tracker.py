@@ -21,15 +21,15 @@ from scipy.spatial.transform import Rotation
 from skiptrack_types import Frame, Gap, HandPose, HeadPose, InvalidInputError, SkipTrackError, StereoRig, TrackingFlags
 from tracking.filter import OneEuroConfig, OneEuroFilter, PoseFilter, predict_pose
 from tracking.keypoints import Keypoints, landmark_descriptors, truth_keypoints
-from tracking.pose.geometry import carry_rigidly, invert, transform_points
+from tracking.pose.geometry import transform_points
+from tracking.pose.hand_model import HandModel
 from tracking.pose.hands import (
     HandConfig,
     hand_joint_frames,
     hand_radii,
-    hand_template,
+    observe_hand,
     openxr_flags,
     pair_hands,
-    triangulate_hand,
 )
 from tracking.refine.cascade import CascadeConfig, ExitStage, RefinementCascade
 from tracking.refine.gates import DEFAULT_GATES_PATH, GateSet
@@ -86,7 +86,7 @@ class TrackerConfig:
     exit_threshold: float | None = None
     keypoint_provider: KeypointProvider | None = None
     head_filter: OneEuroConfig = field(default_factory=OneEuroConfig)
-    hand_filter: OneEuroConfig = field(default_factory=lambda: OneEuroConfig(min_cutoff=1.0, beta=4.0, d_cutoff=1.0))
+    hand_filter: OneEuroConfig = field(default_factory=lambda: OneEuroConfig(min_cutoff=1.0, beta=20.0, d_cutoff=1.0))
     hand: HandConfig = field(default_factory=HandConfig)
     stale_s: float = 0.05
 
@@ -126,7 +126,7 @@ class Tracker:
         self._head_filter = PoseFilter(self.config.head_filter)
         self._hand_filters: dict[str, OneEuroFilter] = {}
         self._hand_prev: dict[str, tuple[int, np.ndarray]] = {}
-        self._hand_held: dict[str, np.ndarray] = {}
+        self._hand_models: dict[str, HandModel] = {}
         self._last_t_ns: int | None = None
         self._last_head: HeadPose | None = None
         self._last_hands: list[HandPose] = []
@@ -284,7 +284,8 @@ class Tracker:
             self._head_filter.reset()
             self._hand_filters.clear()
             self._hand_prev.clear()
-            self._hand_held.clear()
+            for model in self._hand_models.values():
+                model.reset()
 
     def _failed(self, seq: int, t_ns: int, problems: list[str]) -> TrackResult:
         log.warning("frame %s: %s", seq, "; ".join(problems))
@@ -308,30 +309,19 @@ class Tracker:
         out = []
         seen = set()
         for side, left, right in pair_hands(keypoints[0], keypoints[1], self.rig):
-            hand = triangulate_hand(side, left, right, self.rig, T_world_head, self.config.hand)
-            if hand is None:
+            observation = observe_hand(left, right, self.rig, self.config.hand)
+            model = self._hand_models.setdefault(side, HandModel(side))
+            fitted = model.update(observation) if observation is not None else None
+            if fitted is None:
                 continue
             seen.add(side)
-            # filter in the head frame, so the head's own motion is not smoothed twice
-            joints_head = transform_points(invert(T_world_head), hand.joints_world)
-            # a joint the cameras did not both see keeps its last place relative to the tracked joints; a hand
-            # that just appeared starts from the template hand fitted to them
-            held = self._hand_held.get(side, hand_template(side))
-            joints_head[~hand.tracked] = carry_rigidly(held, hand.tracked, joints_head)[~hand.tracked]
-            mono = hand.valid & ~hand.tracked
-            if mono.any():
-                # seen by camera 0 alone: keep the guess's depth but put it on the joint's viewing ray
-                origin = self.rig.T_head_cam0[:3, 3]
-                rays = self.rig.cam0.unproject(left.joints_px[mono]) @ self.rig.T_head_cam0[:3, :3].T
-                rays /= np.linalg.norm(rays, axis=1, keepdims=True)
-                along = np.einsum("ij,ij->i", joints_head[mono] - origin, rays)
-                joints_head[mono] = origin + rays * along[:, None]
+            # the model works in the head frame, so the filter does not smooth the head's own motion twice
+            joints_head, observed = fitted
             filt = self._hand_filters.setdefault(side, OneEuroFilter(self.config.hand_filter))
             joints_head = filt(frame.t_ns, joints_head)
-            self._hand_held[side] = joints_head
             joints = transform_points(T_world_head, joints_head)
             positions, orientations = hand_joint_frames(side, joints)
-            valid, tracked = openxr_flags(hand.valid, hand.tracked)
+            valid, tracked = openxr_flags(np.ones(21, bool), observed)
             velocity = np.zeros(3)
             prev = self._hand_prev.get(side)
             if prev is not None and frame.t_ns > prev[0]:
@@ -360,7 +350,8 @@ class Tracker:
             if side not in seen:
                 self._hand_filters.pop(side)
                 self._hand_prev.pop(side, None)
-                self._hand_held.pop(side, None)
+                if side in self._hand_models:
+                    self._hand_models[side].reset()
         return out
 
 
