@@ -165,10 +165,15 @@ class InputLayer(Layer):
 
     # Share of the input that may move without disturbing the noise estimate (it uses the 25th percentile).
     NOISE_QUANTILE = 0.25
+    # Frames between noise estimates (a camera's noise changes slowly; an estimate costs a pass over the frame).
+    NOISE_EVERY = 8
+    frames_since_estimate = NOISE_EVERY  # the first step estimates
 
     def step(self, xs: list[Layer], changes: list[Positions], ctx: Context) -> Positions:
-        if ctx.threshold > 0 and ctx.noise_margin > 0:
+        self.frames_since_estimate += 1
+        if ctx.threshold > 0 and ctx.noise_margin > 0 and self.frames_since_estimate >= self.NOISE_EVERY:
             self._estimate_noise(ctx)
+            self.frames_since_estimate = 0
         changed, count = ctx.kernels.changed_positions(hwc_of(self.frame), self.writable(), self.DENSE_FRACTION)
         self._record(Path.SPARSE if count else Path.IDLE, count)
         if count and not changed.numel():
@@ -202,8 +207,9 @@ class ConvLayer(Layer):
     """
 
     op = "conv"
-    # Frames after a gate-requested refresh that refresh again without running the gate while the input keeps
-    # changing broadly (camera motion comes in runs of frames; the gate would only confirm it at its own cost).
+    # Frames after a dense run (a gate-requested refresh, or more active outputs than break-even) that refresh
+    # without running the gate while the input keeps changing broadly (camera motion comes in runs of frames; the
+    # gate would only confirm it at its own cost).
     DENSE_STREAK = 3
 
     def __init__(self, name: str, inputs: list[int], conv: torch.nn.Conv2d, act: Activation | None) -> None:
@@ -412,9 +418,12 @@ class ConvLayer(Layer):
         if n == 0:
             self._record(Path.IDLE, 0, 0, dense_macs)
         elif n > self.break_even * ho * wo:
+            self.dense_frames_left = self.DENSE_STREAK
             self.out = self._dense(ctx)
             ctx.add_time("dense", t)
             self._record(Path.DENSE, n, dense_macs, dense_macs)
+            # Past break-even the consumers are better off recomputing densely too than walking the long list.
+            active = EVERYWHERE
         else:
             self._sparse(active, self.writable(), ctx)
             self._record(Path.SPARSE, n, n * self.macs_per_position, dense_macs)
