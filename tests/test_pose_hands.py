@@ -5,7 +5,8 @@ from pose_scene import PoseScene
 
 from skiptrack_types import OPENXR_HAND_JOINTS
 from tracking.keypoints import HandKeypoints, Keypoints, landmark_descriptors, truth_keypoints
-from tracking.pose.hands import hand_joint_frames, hand_radii, openxr_flags, pair_hands, triangulate_hand
+from tracking.pose.geometry import transform_points
+from tracking.pose.hands import hand_joint_frames, hand_radii, observe_hand, openxr_flags, pair_hands
 from tracking.tracker import Tracker, TrackerConfig
 
 
@@ -19,9 +20,10 @@ def _frame_and_keypoints(noise=0.0):
 
 def test_hand_joints_triangulate_to_the_truth():
     scene, frame, (left, right) = _frame_and_keypoints()
-    hand = triangulate_hand("right", left.hand("right"), right.hand("right"), scene.rig, frame.truth.T_world_head)
-    assert hand.tracked.all()
-    np.testing.assert_allclose(hand.joints_world, frame.truth.hands[0].joints_world, atol=1e-4)
+    obs = observe_hand(left.hand("right"), right.hand("right"), scene.rig)
+    assert obs.triangulated.all()
+    joints_world = transform_points(frame.truth.T_world_head, obs.points)
+    np.testing.assert_allclose(joints_world, frame.truth.hands[0].joints_world, atol=1e-4)
 
 
 def test_openxr_mapping_places_every_tracker_joint_and_points_bones_along_minus_z():
@@ -101,20 +103,18 @@ def test_evaluation_reads_back_the_21_tracker_joints_from_the_26():
     assert hand_radii(joints).shape == (26,)
 
 
-def test_unseen_joints_follow_the_seen_ones_rigidly():
+def test_kabsch_recovers_a_rigid_motion_from_the_palm_joints():
     from scipy.spatial.transform import Rotation
 
-    from tracking.pose.geometry import carry_rigidly
+    from tracking.pose.geometry import kabsch
     from tracking.pose.hands import hand_template
 
     template = hand_template("right")
-    moved = template @ Rotation.from_rotvec([0.2, -0.5, 0.3]).as_matrix().T + (0.1, -0.2, -0.4)
-    known = np.zeros(21, bool)
-    known[[0, 5, 9, 13, 17]] = True  # wrist and knuckles only
-    np.testing.assert_allclose(carry_rigidly(template, known, moved), moved, atol=1e-12)
-
-
-# ------------------------------------------------------------------------------------- the articulated hand model
+    R_true = Rotation.from_rotvec([0.2, -0.5, 0.3]).as_matrix()
+    moved = template @ R_true.T + (0.1, -0.2, -0.4)
+    palm = [0, 5, 9, 13, 17]  # wrist and knuckles only
+    R, t = kabsch(template[palm], moved[palm])
+    np.testing.assert_allclose(template @ R.T + t, moved, atol=1e-12)
 
 
 def _observe(rig, joints_head, visible, rng=None, noise_px=0.0):

@@ -91,13 +91,10 @@ def pose_to_tum_row(t_s: float, T: np.ndarray) -> list[float]:
     return [t_s, *T[:3, 3].tolist(), *Rotation.from_matrix(T[:3, :3]).as_quat().tolist()]
 
 
-def carry_rigidly(points: np.ndarray, known: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """``points`` (N, 3) moved by the rigid motion (Kabsch) that best takes ``points[known]`` onto
-    ``targets[known]``; a pure translation when fewer than three points are known."""
-    a, b = points[known], targets[known]
-    if len(a) < 3:
-        return points + (b - a).mean(axis=0)
-    ca, cb = a.mean(axis=0), b.mean(axis=0)
-    U, _, Vt = np.linalg.svd((b - cb).T @ (a - ca))
+def kabsch(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation (3, 3) and translation (3,) taking points ``src`` (N >= 3, 3) onto ``dst`` (N, 3) in least squares
+    (Kabsch, no reflection)."""
+    cs, cd = src.mean(axis=0), dst.mean(axis=0)
+    U, _, Vt = np.linalg.svd((dst - cd).T @ (src - cs))
     R = U @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))]) @ Vt
-    return (points - ca) @ R.T + cb
+    return R, cd - R @ cs

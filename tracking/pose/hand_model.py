@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tracking.pose.geometry import matrix_to_rotvec, rotvec_to_matrix
+from tracking.pose.geometry import kabsch, matrix_to_rotvec, rotvec_to_matrix
 from tracking.pose.hands import HandObservation, hand_template
 
 PALM = np.array([0, 1, 5, 9, 13, 17])
@@ -165,7 +165,7 @@ class HandModel:
         rotation moved to the seen ones): the start of the fit and the frame the palm shape is learned in."""
         tri = PALM[obs.triangulated[PALM]]
         if len(tri) >= 3:
-            self._R_measured, self._t_measured = _kabsch(self._palm_local[tri], obs.points[tri])
+            self._R_measured, self._t_measured = kabsch(self._palm_local[tri], obs.points[tri])
             return True
         if len(tri) > 0 and self._has_pose:
             self._R_measured = self.R_head_palm
@@ -495,15 +495,7 @@ def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _similarity(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Rotation (3, 3), translation (3,) and scale with dst ~ scale * R @ src + t (Umeyama 1991), (N, 3) each."""
-    R, _ = _kabsch(src, dst)
+    R, _ = kabsch(src, dst)
     cs, cd = src.mean(axis=0), dst.mean(axis=0)
     scale = float(np.einsum("ij,ij->", (dst - cd) @ R, src - cs) / max(((src - cs) ** 2).sum(), 1e-12))
     return R, cd - scale * R @ cs, scale
-
-
-def _kabsch(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rotation (3, 3) and translation (3,) taking points ``src`` (N, 3) onto ``dst`` (N, 3) in least squares."""
-    cs, cd = src.mean(axis=0), dst.mean(axis=0)
-    U, _, Vt = np.linalg.svd((dst - cd).T @ (src - cs))
-    R = U @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))]) @ Vt
-    return R, cd - R @ cs

@@ -89,17 +89,6 @@ class HandConfig:
     keypoint_sigma_px: float = 0.5
 
 
-@dataclass(frozen=True, eq=False)
-class Hand3D:
-    """One hand in the world: ``joints_world`` (21, 3) m (MediaPipe order), ``valid`` (21,) (a position exists),
-    ``tracked`` (21,) (triangulated from both cameras this frame)."""
-
-    side: str
-    joints_world: np.ndarray
-    valid: np.ndarray
-    tracked: np.ndarray
-
-
 def pair_hands(
     left: Keypoints, right: Keypoints, rig: StereoRig
 ) -> list[tuple[str, HandKeypoints | None, HandKeypoints | None]]:
@@ -201,35 +190,6 @@ def observe_hand(
         ray_dirs[cam] = rays / np.linalg.norm(rays, axis=1, keepdims=True)
     origins = np.stack([T[:3, 3] for T in T_head_cams])
     return HandObservation(points, both, origins, ray_dirs, seen, noise_var, config.keypoint_sigma_px / focal)
-
-
-def triangulate_hand(
-    side: str,
-    left: HandKeypoints | None,
-    right: HandKeypoints | None,
-    rig: StereoRig,
-    T_world_head: np.ndarray,
-    config: HandConfig | None = None,
-) -> Hand3D | None:
-    """The 21 joints in the world from one camera pair's detections of a hand, without any hand model.
-
-    Joints seen by both cameras are triangulated (tracked); joints seen by camera 0 alone are placed on their ray
-    at the median depth of the triangulated joints (valid, not tracked); the rest sit at the mean of those (not
-    valid). None when too few joints triangulate. ``HandModel`` does better with bone lengths and past frames.
-    """
-    obs = observe_hand(left, right, rig, config)
-    if obs is None:
-        return None
-    joints_head = obs.points.copy()
-    mono = obs.seen[0] & ~obs.triangulated
-    if mono.any():
-        origin = obs.ray_origins[0]
-        depth = float(np.median((obs.points[obs.triangulated] - origin) @ rig.T_head_cam0[:3, 2]))
-        cos = obs.ray_dirs[0, mono] @ rig.T_head_cam0[:3, 2]
-        joints_head[mono] = origin + obs.ray_dirs[0, mono] * (depth / cos)[:, None]
-    valid = obs.triangulated | mono
-    joints_head[~valid] = joints_head[valid].mean(axis=0)
-    return Hand3D(side, transform_points(T_world_head, joints_head), valid, obs.triangulated)
 
 
 def hand_joint_frames(side: str, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
