@@ -378,3 +378,36 @@ def test_noise_floor_can_be_switched_off() -> None:
     assert min(ratios[5:]) > 0.5  # every block sees the noise above so small a threshold
     with pytest.raises(InvalidInputError, match="noise_margin"):
         convert(model, noise_margin=-1.0)
+
+
+def test_break_evens_are_measured_once_per_machine_and_reused(tmp_path, monkeypatch) -> None:
+    from tracking.skipconv import break_even_cache
+
+    monkeypatch.setattr(break_even_cache, "path", lambda: tmp_path / "break_even.json")
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1)).eval()
+    x = torch.rand(1, 1, 24, 32)
+    first = convert(model)
+    first(x)
+    assert (tmp_path / "break_even.json").is_file()
+    measured = first.break_evens()
+
+    calls = []
+    monkeypatch.setattr(ConvLayer, "measure_break_even", lambda self, *a, **k: calls.append(self.name) or 0.5)
+    second = convert(model)
+    second(x)
+    assert calls == [] and second.break_evens() == measured
+    second(torch.rand(1, 1, 16, 16))  # another resolution is measured (and recorded) on its own
+    assert len(calls) == 2
+
+
+def test_a_corrupt_break_even_record_is_measured_again(tmp_path, monkeypatch) -> None:
+    from tracking.skipconv import break_even_cache
+
+    record = tmp_path / "break_even.json"
+    record.write_text("{not json")
+    monkeypatch.setattr(break_even_cache, "path", lambda: record)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1)).eval()
+    skip = convert(model)
+    skip(torch.rand(1, 1, 12, 12))
+    assert set(skip.break_evens()) == {c.name for c in skip.layers if isinstance(c, ConvLayer)}
+    assert record.read_text().startswith("{\n")

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch.fx.experimental.optimization import fuse as fold_batchnorm
 
 from skiptrack_types import InvalidInputError
+from tracking.skipconv import break_even_cache
 from tracking.skipconv.errors import UnsupportedOperationError
 from tracking.skipconv.gates import GateKind
 from tracking.skipconv.kernels import Backend, kernels_for
@@ -237,10 +238,20 @@ class SkipModel:
             for conv in self._convs:
                 conv.break_even = self._break_evens[resolution][conv.name]
         else:
-            log.info("measuring per-layer break-even active fractions at %dx%d", *resolution)
-            self._break_evens[resolution] = {
-                c.name: c.measure_break_even(self._ctx, BREAK_EVEN_FRACTIONS) for c in self._convs
-            }
+            self._break_evens[resolution] = self._machine_break_evens(resolution)
+
+    def _machine_break_evens(self, resolution: tuple[int, int]) -> dict[str, float]:
+        """Each convolution's break-even at ``resolution``: recorded for this machine, or measured now and recorded."""
+        key = break_even_cache.signature(self._convs, resolution, self.backend)
+        names = [c.name for c in self._convs]
+        values = break_even_cache.load(key, names)
+        if values is None:
+            log.info("measuring per-layer break-even active fractions at %dx%d (once per machine)", *resolution)
+            values = {c.name: c.measure_break_even(self._ctx, BREAK_EVEN_FRACTIONS) for c in self._convs}
+            break_even_cache.store(key, values)
+        for conv in self._convs:
+            conv.break_even = values[conv.name]
+        return values
 
     @property
     def profile(self) -> dict[str, float] | None:
