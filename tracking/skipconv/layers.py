@@ -215,7 +215,9 @@ class ConvLayer(Layer):
     def __init__(self, name: str, inputs: list[int], conv: torch.nn.Conv2d, act: Activation | None) -> None:
         super().__init__(name, inputs)
         w = conv.weight.detach().float()
-        self.weight = w.contiguous(memory_format=CL)
+        # .to() sets true NHWC strides even for one input channel, where .contiguous() keeps the ambiguous NCHW
+        # ones: oneDNN then returns an NCHW output for a one-channel input and every dense run pays a conversion.
+        self.weight = w.to(memory_format=CL)
         self.bias = conv.bias.detach().float() if conv.bias is not None else torch.zeros(w.shape[0])
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
         self.groups = conv.groups
@@ -252,13 +254,7 @@ class ConvLayer(Layer):
         return (kh, kw, sh, sw, ph, pw, dh, dw, ho, wo)
 
     def _dense(self, ctx: Context) -> torch.Tensor:
-        if self.in_channels == 1:
-            # oneDNN returns NCHW for a 1-channel input (its layout is ambiguous): convert into an NHWC buffer.
-            z = F.conv2d(self.xhat, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-            out = torch.empty(z.shape[2], z.shape[3], z.shape[1])
-            out.copy_(z[0].permute(1, 2, 0))
-            z = wrap(out)
-        elif self.pointwise:
+        if self.pointwise:
             # oneDNN cannot tell a 1x1 weight's layout and falls back to NCHW copies; a GEMM on NHWC has none.
             hi, wi = self.xhat.shape[2], self.xhat.shape[3]
             z = torch.addmm(self.bias, hwc_of(self.xhat).reshape(hi * wi, -1), self.wmat)
