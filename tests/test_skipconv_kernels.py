@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tracking.skipconv.kernels import Backend, kernels_for
+from tracking.skipconv.kernels import Backend, kernels_for, pad_output_channels
 
 CPP, REF = kernels_for(Backend.CPP), kernels_for(Backend.TORCH)
 
@@ -49,8 +49,8 @@ def test_fused_convolution_rows_agree() -> None:
     geometry = (3, 3, 1, 1, 1, 1, 1, 1, 12, 10)
     outs = positions(120, 50, 4)
     z_cpp, z_ref = torch.zeros(12, 10, 6), torch.zeros(12, 10, 6)
-    CPP.conv_rows(x, outs, geometry, weight, bias, z_cpp, 1)
-    REF.conv_rows(x, outs, geometry, weight, bias, z_ref, 1)
+    CPP.conv_rows(x, outs, geometry, *pad_output_channels(weight, bias), z_cpp, 1)
+    REF.conv_rows(x, outs, geometry, *pad_output_channels(weight, bias), z_ref, 1)
     assert float((z_cpp - z_ref).abs().max()) <= 1e-5
     assert float(z_cpp.min()) == 0.0
 

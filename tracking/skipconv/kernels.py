@@ -44,6 +44,20 @@ class ExtensionBuildError(SkipTrackError):
 
 Geometry = tuple[int, int, int, int, int, int, int, int, int, int]
 
+LANES = 16  # output channels per vector tile of the C++ conv_rows
+
+
+def pad_output_channels(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``weight`` (K, C_out) and ``bias`` (C_out,) with zero columns up to a multiple of ``LANES``, as ``conv_rows``
+    takes them (done once per layer, not per frame)."""
+    k, cout = weight.shape
+    padded = -(-cout // LANES) * LANES
+    w = torch.zeros(k, padded, dtype=torch.float32)
+    w[:, :cout] = weight
+    b = torch.zeros(padded, dtype=torch.float32)
+    b[:cout] = bias
+    return w, b
+
 
 class Kernels(Protocol):
     def select_update(
@@ -101,7 +115,9 @@ class Kernels(Protocol):
         bias: torch.Tensor,
         Z: torch.Tensor,
         act: int,
-    ) -> None: ...
+    ) -> None:
+        """Z[outputs] = act(im2col(Xhat) @ weight + bias) with ``weight`` and ``bias`` from ``pad_output_channels``."""
+        ...
 
     def changed_positions(self, X: torch.Tensor, prev: torch.Tensor, dense_fraction: float) -> tuple[torch.Tensor, int]:
         """(sorted positions where X differs from prev, their count); prev takes X's values. Above
@@ -258,9 +274,8 @@ class TorchKernels:
         Z.view(-1, Z.shape[2]).index_copy_(0, outputs.long(), rows)
 
     def conv_rows(self, Xhat, outputs, geometry, weight, bias, Z, act):
-        rows = self.gather_windows(Xhat, outputs, geometry, 0.0) @ weight
-        if bias.numel():
-            rows = rows + bias
+        cout = Z.shape[2]
+        rows = self.gather_windows(Xhat, outputs, geometry, 0.0) @ weight[:, :cout] + bias[:cout]
         self.scatter_rows(Z, outputs, _ACTS[act](rows).contiguous())
 
     def changed_positions(self, X, prev, dense_fraction):

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import scipy.stats
 import torch
 import torch.nn.functional as F
 
 from tracking.skipconv.errors import UnsupportedOperationError
+from tracking.skipconv.kernels import pad_output_channels
 from tracking.skipconv.masks import EVERYWHERE, Positions
 from tracking.skipconv.stats import LayerStats, Path
 
@@ -40,7 +40,7 @@ class Context:
     threshold: float  # global ε: relative RMS change of a block's receptive field that fires it
     block: int | None  # gate block side in output positions, None: per-layer default (see ConvLayer.block)
     timings: dict[str, float] | None = None  # seconds per phase when profiling (SkipModel.profile)
-    noise_margin: float = 2.5  # first-layer blocks fire above this multiple of the noise energy (0: no floor)
+    noise_margin: float = 0.0  # first-layer blocks fire above this multiple of the noise energy (0: no floor)
     noise_energy: float = 0.0  # sensor noise: mean ‖X_t − X_s‖² per input position, two frames of a still scene
 
     def add_time(self, phase: str, since: float) -> float:
@@ -197,6 +197,8 @@ class InputLayer(Layer):
 @functools.cache
 def _chi2_quantile(q: float, dof: int) -> float:
     """The q-quantile of a chi-square variable with ``dof`` degrees of freedom, divided by its mean (``dof``)."""
+    import scipy.stats  # only models run at ε > 0 need it; importing scipy.stats costs a noticeable start-up
+
     return float(scipy.stats.chi2.ppf(q, dof)) / dof
 
 
@@ -228,6 +230,7 @@ class ConvLayer(Layer):
         self.macs_per_position = kh * kw * cin_g * cout
         if self.groups == 1:
             self.wmat = w.permute(2, 3, 1, 0).reshape(kh * kw * cin_g, cout).contiguous()
+            self.wmat_lanes, self.bias_lanes = pad_output_channels(self.wmat, self.bias)
         else:
             g = self.groups
             self.wgroups = w.view(g, cout // g, cin_g, kh, kw).permute(0, 3, 4, 2, 1).reshape(g, kh * kw, cin_g, -1)
@@ -272,7 +275,7 @@ class ConvLayer(Layer):
             return
         if self.groups == 1 and (self.act is None or self.act.code):
             ctx.kernels.conv_rows(
-                xhat, positions, self.geom, self.wmat, self.bias, out_hwc, self.act.code if self.act else 0
+                xhat, positions, self.geom, self.wmat_lanes, self.bias_lanes, out_hwc, self.act.code if self.act else 0
             )
             return
         cols = ctx.kernels.gather_windows(xhat, positions, self.geom, 0.0)

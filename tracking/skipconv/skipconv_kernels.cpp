@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 namespace {
@@ -197,6 +198,12 @@ std::vector<at::Tensor> select_update(const at::Tensor& X, at::Tensor& Xhat, con
     }
   };
 
+  // Gate blocks per axis (the exact mode has no blocks).
+  std::optional<BlockAxis> rows_opt, cols_opt;
+  if (!exact) {
+    rows_opt.emplace(Hi, g.Ho, g.kh, g.sh, g.ph, g.dh, block);
+    cols_opt.emplace(Wi, g.Wo, g.kw, g.sw, g.pw, g.dw, block);
+  }
   if (exact) {
     // Every nonzero residual updates now: r2 and energy stay zero.
     if (dense) {
@@ -210,7 +217,7 @@ std::vector<at::Tensor> select_update(const at::Tensor& X, at::Tensor& Xhat, con
     }
     pending = 0;
   } else {
-    const BlockAxis rows(Hi, g.Ho, g.kh, g.sh, g.ph, g.dh, block), cols(Wi, g.Wo, g.kw, g.sw, g.pw, g.dw, block);
+    const BlockAxis &rows = *rows_opt, &cols = *cols_opt;
     std::vector<int32_t> touched;  // blocks whose energy may have crossed the threshold
     if (dense) {
       // Recompute every residual and every block's energy: row sums per block column, then column sums.
@@ -287,7 +294,7 @@ std::vector<at::Tensor> select_update(const at::Tensor& X, at::Tensor& Xhat, con
             at::scalar_tensor(1, at::kLong)};
   }
   if (!exact) {
-    const BlockAxis rows(Hi, g.Ho, g.kh, g.sh, g.ph, g.dh, block), cols(Wi, g.Wo, g.kw, g.sw, g.pw, g.dw, block);
+    const BlockAxis &rows = *rows_opt, &cols = *cols_opt;
     for (int32_t q : update) {
       const int64_t y = q / Wi, xx = q - y * Wi;
       const double v = r2[q];
@@ -448,7 +455,8 @@ void tile_gemm(const float* a, int64_t rows, int64_t width, const float* w, int6
 }  // namespace
 
 // One skip layer's recompute for groups == 1: Z[outputs] = act(im2col(Xhat, outputs) @ weight + bias).
-// weight: (kh * kw * Cin, Cout); act: 0 none, 1 relu, 2 relu6 (others are applied by the caller on the rows).
+// weight: (kh * kw * Cin, Cout_padded), bias: (Cout_padded,), Cout_padded a multiple of 16 (kLanes) holding Z's
+// Cout channels first and zeros after (padded once per layer by the caller); act: 0 none, 1 relu, 2 relu6.
 // Register-tiled: each task gathers kRows windows into a small buffer and multiplies them against the weight held
 // in cache, so no matrix is materialised and no library call is made per chunk (at these sizes the call and its
 // threading cost more than the arithmetic).
@@ -458,14 +466,14 @@ void conv_rows(const at::Tensor& Xhat, const at::Tensor& outputs, std::vector<in
   check_map(Z, "Z");
   const Geometry g = geometry_from(geometry);
   const int64_t Hi = Xhat.size(0), Wi = Xhat.size(1), C = Xhat.size(2), n = outputs.numel();
-  const int64_t width = weight.size(0), cout = weight.size(1);
-  TORCH_CHECK(width == g.kh * g.kw * C && Z.size(2) == cout, "weight must be (kh * kw * Cin, Cout) matching the maps");
+  const int64_t width = weight.size(0), cout_padded = weight.size(1), cout = Z.size(2);
+  TORCH_CHECK(width == g.kh * g.kw * C && cout_padded % kLanes == 0 && cout <= cout_padded,
+              "weight must be (kh * kw * Cin, Cout padded to a multiple of 16) matching the maps");
   TORCH_CHECK(weight.is_contiguous() && weight.scalar_type() == at::kFloat, "weight must be contiguous float32");
-  const int64_t cout_padded = (cout + kLanes - 1) / kLanes * kLanes;
-  std::vector<float> w_padded(width * cout_padded, 0.f), b_padded(cout_padded, 0.f);
+  TORCH_CHECK(bias.numel() == cout_padded && bias.is_contiguous() && bias.scalar_type() == at::kFloat,
+              "bias must be contiguous float32 of the padded Cout");
   const float* w = weight.data_ptr<float>();
-  for (int64_t k = 0; k < width; ++k) std::memcpy(&w_padded[k * cout_padded], w + k * cout, cout * sizeof(float));
-  if (bias.defined() && bias.numel() == cout) std::memcpy(b_padded.data(), bias.data_ptr<float>(), cout * sizeof(float));
+  const float* b = bias.data_ptr<float>();
   const float* x = Xhat.data_ptr<float>();
   const int32_t* o = outputs.data_ptr<int32_t>();
   float* z = Z.data_ptr<float>();
@@ -479,7 +487,7 @@ void conv_rows(const at::Tensor& Xhat, const at::Tensor& outputs, std::vector<in
       const int64_t s = t * kRows, m = std::min(kRows, n - s);
       gather_range(x, Hi, Wi, C, o, s, s + m, g, 0.f, a.data());
       for (int64_t r = 0; r < m; ++r) dst[r] = z + static_cast<int64_t>(o[s + r]) * cout;
-      tile_gemm(a.data(), m, width, w_padded.data(), cout, cout_padded, b_padded.data(), dst, act);
+      tile_gemm(a.data(), m, width, w, cout, cout_padded, b, dst, act);
     }
   });
 }
