@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,25 @@ def test_hand_round_trip_keeps_joints_to_float32_precision():
     np.testing.assert_array_equal(got.joint_valid, valid)
     np.testing.assert_array_equal(got.joint_tracked, tracked)
     np.testing.assert_array_equal(got.linear_velocity, pose.linear_velocity)
+
+
+@pytest.mark.parametrize("pose", [head_pose(17, T0), hand_pose("left", 5, T0)], ids=["head", "hand"])
+def test_decoded_pose_is_the_pose_its_constructor_would_build(pose):
+    """The decoder checks every value itself and skips the constructor's checks: the result must still be
+    exactly what the constructor accepts and builds (every field present, the same types)."""
+    got = decode(encode(Message(pose, 0, T0))).payload
+    rebuilt = type(got)(**{f.name: getattr(got, f.name) for f in fields(got)})
+    assert got.__dict__.keys() == rebuilt.__dict__.keys() == {f.name for f in fields(got)}
+    for name, value in got.__dict__.items():
+        assert type(value) is type(rebuilt.__dict__[name]), name
+
+
+def test_decoder_rejects_a_head_orientation_that_is_not_a_unit_quaternion():
+    frame = bytearray(encode(Message(head_pose(1, T0), 0, T0)))
+    offset = frame.index(0) + 1 + struct.calcsize(HEAD_FORMAT) - 8  # the orientation's w
+    struct.pack_into("<d", frame, offset, 2.0)
+    with pytest.raises(ProtocolError, match="unit quaternion"):
+        decode(bytes(frame))
 
 
 def test_status_round_trip():
