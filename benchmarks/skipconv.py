@@ -221,12 +221,13 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.01, help="relative range error allowed (0.01 = 1%%)")
     parser.add_argument("--threshold", type=float, default=0.03, help="operating threshold for the sequences")
     parser.add_argument("--cases", default="", help="comma-separated subset of cases to run")
+    parser.add_argument("--block", type=int, default=None, help="gate block for every layer (default: per stride)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(os.cpu_count() or 1)
 
     net = ReferenceKeypointNet()
-    skip = convert(net, threshold=0.0)
+    skip = convert(net, threshold=0.0, block=args.block)
     video = video_frames(args.video, args.frames + 1)
     skip(to_tensor(video[0]))  # key frame at 320x240: measures each layer's break-even
     stats = skip.stats()
@@ -252,6 +253,7 @@ def main() -> None:
         "network": "ReferenceKeypointNet (tracking/skipconv/reference_net.py)",
         "dense_gmac": stats["dense_macs"] / 1e9,
         "threads": torch.get_num_threads(),
+        "block": args.block or "per stride (1 at stride 1, 2 at stride 2)",
         "break_even_active_fraction": skip.break_evens(),
         "cache_memory_multiple_of_activations": memory["cache"] / memory["activations"],
         "memory_bytes": memory,

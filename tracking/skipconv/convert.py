@@ -298,7 +298,7 @@ def convert(
     gate: str | GateKind = "norm",
     backend: Backend = Backend.CPP,
     break_even: float | None = None,
-    noise_margin: float = 2.5,
+    noise_margin: float = 1.0,
 ) -> SkipModel:
     """Convert a trained ``model`` (one image input, (1, C, H, W)) into a SkipModel without retraining.
 
@@ -307,7 +307,7 @@ def convert(
     the C++ kernels or the pure-PyTorch reference. ``break_even``: a fixed active fraction above which every
     convolution runs dense, or None to measure each layer's own on the first key frame of each resolution.
     ``noise_margin``: at ε > 0 a block of a layer reading the input fires only above this multiple of the energy
-    sensor noise alone gives it (estimated from the frames; 0 disables the floor).
+    that sensor noise alone gives one block in 10⁴ (noise estimated from the frames; 0 disables the floor).
 
     Raises UnsupportedOperationError naming the graph node for an operation it cannot run sparsely.
     """

@@ -202,6 +202,14 @@ def _chi2_quantile(q: float, dof: int) -> float:
     return float(scipy.stats.chi2.ppf(q, dof)) / dof
 
 
+@functools.cache
+def _chi2_tail_over_mean(dof: int, p_false: float = 1e-4) -> float:
+    """The (1 - p_false)-quantile of a chi-square variable with ``dof`` degrees of freedom, divided by its mean."""
+    import scipy.stats  # see _chi2_quantile
+
+    return float(scipy.stats.chi2.isf(p_false, dof)) / dof
+
+
 class ConvLayer(Layer):
     """A Conv2d (BatchNorm folded in) with an optional fused activation, run as a skip convolution.
 
@@ -247,8 +255,8 @@ class ConvLayer(Layer):
 
     @property
     def block(self) -> int:
-        """Default gate block: 4 output positions at stride 1, 2 at stride 2 (about 8 input pixels a side)."""
-        return max(1, 4 // max(self.stride))
+        """Default gate block: 1 output position at stride 1, 2 at stride 2 (docs/skipconv.md, "Block size")."""
+        return max(self.stride)
 
     def geometry(self, hi: int, wi: int) -> tuple[int, ...]:
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel, self.stride, self.padding, self.dilation
@@ -260,7 +268,7 @@ class ConvLayer(Layer):
         if self.pointwise:
             # oneDNN cannot tell a 1x1 weight's layout and falls back to NCHW copies; a GEMM on NHWC has none.
             hi, wi = self.xhat.shape[2], self.xhat.shape[3]
-            z = torch.addmm(self.bias, hwc_of(self.xhat).reshape(hi * wi, -1), self.wmat)
+            z = torch.addmm(self.bias, self.xhat_hwc.reshape(hi * wi, -1), self.wmat)
             z = wrap(z.view(hi, wi, -1))
         else:
             z = F.conv2d(self.xhat, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
@@ -269,7 +277,7 @@ class ConvLayer(Layer):
         return z.contiguous(memory_format=CL)
 
     def _sparse(self, positions: torch.Tensor, out_hwc: torch.Tensor, ctx: Context) -> None:
-        xhat = hwc_of(self.xhat)
+        xhat = self.xhat_hwc
         if ctx.timings is not None and self.groups == 1:
             self._sparse_profiled(xhat, positions, out_hwc, ctx)
             return
@@ -310,6 +318,7 @@ class ConvLayer(Layer):
         self.block_field = rf
         self.eps2_block = (ctx.threshold * self.sigma) ** 2 * rf * self.in_channels
         blocks = self.blocks_shape()
+        self.block_stamps = ctx.scratch.stamps(*blocks, "blocks")
         if self.energy.numel() != blocks[0] * blocks[1]:
             # A new block grid: the next step rebuilds every block's energy from the whole input.
             self.energy = torch.zeros(blocks[0] * blocks[1], dtype=torch.float64)
@@ -328,6 +337,9 @@ class ConvLayer(Layer):
     def key(self, xs: list[Layer], ctx: Context) -> None:
         x = xs[0]
         self.geom = self.geometry(*x.size)
+        # The grids' stamp arrays, looked up once per key frame (they last until the resolution changes).
+        self.input_stamps = ctx.scratch.stamps(*x.size, "in")
+        self.output_stamps = ctx.scratch.stamps(self.geom[8], self.geom[9], "out")
         self._refresh(x, ctx)
         self.sigma = float(self.xhat.pow(2).mean().sqrt())
         self.configure(ctx)
@@ -337,7 +349,7 @@ class ConvLayer(Layer):
     def _refresh(self, x: Layer, ctx: Context) -> None:
         """X̂ = X everywhere and a dense run. X̂ adopts the producer's buffer instead of copying it; whichever of
         the two writes into it first makes its own copy."""
-        self.xhat = x.out
+        self.xhat, self.xhat_hwc = x.out, x.hwc
         x.shared = True
         self.xhat_shared = True
         hi, wi = x.size
@@ -379,25 +391,30 @@ class ConvLayer(Layer):
             self.stats.updated_inputs = hi * wi
             return EVERYWHERE
         if self.xhat_shared:
-            self.xhat = self.xhat.clone()
+            self.xhat_hwc = self.xhat_hwc.clone()
+            self.xhat = wrap(self.xhat_hwc)
             self.xhat_shared = False
         scratch = ctx.scratch
         eps2 = self.eps2_block
-        if eps2 > 0.0 and self.inputs == [0]:
+        if eps2 > 0.0 and self.inputs == [0] and ctx.noise_margin > 0.0:
             # Reading the camera: a block must not fire on sensor noise alone (ε > 0 only; ε = 0 stays exact).
-            eps2 = max(eps2, ctx.noise_margin * ctx.noise_energy * self.block_field)
+            # Noise alone gives a block an energy of noise_energy · field on average, chi-square distributed with
+            # field · C degrees of freedom: the floor sits at its 1-in-10⁴ tail, which a block of few pixels
+            # reaches at a larger multiple of the mean than a block of many.
+            tail = _chi2_tail_over_mean(self.block_field * self.in_channels)
+            eps2 = max(eps2, ctx.noise_margin * tail * ctx.noise_energy * self.block_field)
         everywhere = change is EVERYWHERE or self.energy_stale
         self.energy_stale = False
         active, n_updated, self.pending_count, refresh = ctx.kernels.select_update(
             x.hwc,
-            hwc_of(self.xhat),
+            self.xhat_hwc,
             scratch.none if everywhere else change,
             everywhere,
             self.r2,
             self.energy,
-            scratch.stamps(hi, wi, "in"),
-            scratch.stamps(ho, wo, "out"),
-            scratch.stamps(*self.blocks_shape(), "blocks"),
+            self.input_stamps,
+            self.output_stamps,
+            self.block_stamps,
             scratch.stamp(),
             self.geom,
             eps2,

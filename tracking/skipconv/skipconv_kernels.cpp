@@ -220,8 +220,8 @@ std::vector<at::Tensor> select_update(const at::Tensor& X, at::Tensor& Xhat, con
     const BlockAxis &rows = *rows_opt, &cols = *cols_opt;
     std::vector<int32_t> touched;  // blocks whose energy may have crossed the threshold
     if (dense) {
-      // Recompute every residual and every block's energy: row sums per block column, then column sums.
-      std::vector<double> row_energy(Hi * nbw, 0.0);
+      // Recompute every residual and every block's energy: column sums per block row (whole rows added at once,
+      // which vectorises), then sums along each block row.
       if (C == 1) {  // the first layer on a noisy camera: two flat loops the compiler vectorises
         for (int64_t i = 0; i < n_in; ++i) {
           const float d = x[i] - xh[i];
@@ -234,23 +234,21 @@ std::vector<at::Tensor> select_update(const at::Tensor& X, at::Tensor& Xhat, con
       }
       int64_t count = 0;
       for (int64_t i = 0; i < n_in; ++i) count += r2[i] > 0.f;
-      for (int64_t y = 0; y < Hi; ++y) {
-        double* re = &row_energy[y * nbw];
-        const float* rr = r2 + y * Wi;
+      std::vector<double> column_energy(Wi);
+      for (int64_t by = 0; by < nbh; ++by) {
+        std::fill(column_energy.begin(), column_energy.end(), 0.0);
+        double* ce = column_energy.data();
+        for (int64_t y = rows.first[by]; y <= rows.last[by]; ++y) {
+          if (!rows.contiguous && !rows.contains(y, by)) continue;
+          const float* rr = r2 + y * Wi;
+          for (int64_t xx = 0; xx < Wi; ++xx) ce[xx] += rr[xx];
+        }
+        double* e = energy + by * nbw;
         for (int64_t bx = 0; bx < nbw; ++bx) {
           double sum = 0.0;
           for (int64_t xx = cols.first[bx]; xx <= cols.last[bx]; ++xx)
-            if (cols.contiguous || cols.contains(xx, bx)) sum += rr[xx];
-          re[bx] = sum;
-        }
-      }
-      std::fill(energy, energy + nbh * nbw, 0.0);
-      for (int64_t by = 0; by < nbh; ++by) {
-        double* e = energy + by * nbw;
-        for (int64_t y = rows.first[by]; y <= rows.last[by]; ++y) {
-          if (!rows.contiguous && !rows.contains(y, by)) continue;
-          const double* re = &row_energy[y * nbw];
-          for (int64_t bx = 0; bx < nbw; ++bx) e[bx] += re[bx];
+            if (cols.contiguous || cols.contains(xx, bx)) sum += ce[xx];
+          e[bx] = sum;
         }
       }
       pending = count;
