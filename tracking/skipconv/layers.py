@@ -249,6 +249,7 @@ class ConvLayer(Layer):
         self.r2 = torch.zeros(0)
         self.energy = torch.zeros(0, dtype=torch.float64)
         self.energy_stale = False
+        self.gate_dirty = False  # r2 or energy may hold nonzero values (only a gate run at ε > 0 leaves any)
         self.dense_frames_left = 0
         self.sigma = 0.0
         self.eps2_block = 0.0
@@ -355,9 +356,11 @@ class ConvLayer(Layer):
         hi, wi = x.size
         if self.r2.numel() != hi * wi:
             self.r2 = torch.zeros(hi * wi)
-        else:
+            self.energy.zero_()
+        elif self.gate_dirty:
             self.r2.zero_()
-        self.energy.zero_()
+            self.energy.zero_()
+        self.gate_dirty = False
         self.energy_stale = False
         self.pending_count = 0
         self.out = self._dense(ctx)
@@ -405,6 +408,7 @@ class ConvLayer(Layer):
             eps2 = max(eps2, ctx.noise_margin * tail * ctx.noise_energy * self.block_field)
         everywhere = change is EVERYWHERE or self.energy_stale
         self.energy_stale = False
+        self.gate_dirty = self.gate_dirty or eps2 > 0.0
         active, n_updated, self.pending_count, refresh = ctx.kernels.select_update(
             x.hwc,
             self.xhat_hwc,
