@@ -135,48 +135,22 @@ class Kernels(Protocol):
     ) -> None: ...
 
 
+KERNEL_FUNCTIONS = (
+    "select_update", "dilate_positions", "upsample_positions", "union_positions", "gather_windows",
+    "scatter_rows", "conv_rows", "changed_positions", "copy_positions", "binary_positions", "upsample_at",
+)  # fmt: skip
+"""The functions every backend provides (the ``Kernels`` protocol)."""
+
+
 class CppKernels:
-    """The compiled kernels; see ``skipconv_kernels.cpp`` for each function's contract."""
+    """The compiled kernels; see ``skipconv_kernels.cpp`` for each function's contract. The module's functions
+    are bound as they are (geometry tuples convert to the C++ vectors directly): a Python wrapper per call would
+    cost microseconds on every layer of every frame."""
 
     def __init__(self, module: object) -> None:
         self._m = module
-
-    def select_update(self, X, Xhat, changes, all_changed, r2, energy, s_in, s_out, s_blk, stamp, geometry, *rest):
-        outputs, n_updated, n_pending, refreshed = self._m.select_update(
-            X, Xhat, changes, all_changed, r2, energy, s_in, s_out, s_blk, stamp, list(geometry), *rest
-        )
-        return outputs, int(n_updated), int(n_pending), bool(refreshed)
-
-    def dilate_positions(self, inputs, Hi, Wi, stamp_out, stamp, geometry):
-        return self._m.dilate_positions(inputs, Hi, Wi, stamp_out, stamp, list(geometry))
-
-    def upsample_positions(self, inputs, Wi, factor, radius, Ho, Wo, stamp_out, stamp):
-        return self._m.upsample_positions(inputs, Wi, factor, radius, Ho, Wo, stamp_out, stamp)
-
-    def union_positions(self, lists, stamp_arr, stamp):
-        return self._m.union_positions(lists, stamp_arr, stamp)
-
-    def gather_windows(self, X, outputs, geometry, pad_value):
-        return self._m.gather_windows(X, outputs, list(geometry), pad_value)
-
-    def scatter_rows(self, Z, outputs, rows):
-        self._m.scatter_rows(Z, outputs, rows)
-
-    def conv_rows(self, Xhat, outputs, geometry, weight, bias, Z, act):
-        self._m.conv_rows(Xhat, outputs, list(geometry), weight, bias, Z, act)
-
-    def changed_positions(self, X, prev, dense_fraction):
-        positions, count = self._m.changed_positions(X, prev, dense_fraction)
-        return positions, int(count)
-
-    def copy_positions(self, X, Z, positions, offset):
-        self._m.copy_positions(X, Z, positions, offset)
-
-    def binary_positions(self, A, B, Z, positions, op, act):
-        self._m.binary_positions(A, B, Z, positions, op, act)
-
-    def upsample_at(self, X, Z, positions, factor, bilinear, align):
-        self._m.upsample_at(X, Z, positions, factor, bilinear, align)
+        for name in KERNEL_FUNCTIONS:
+            setattr(self, name, getattr(module, name))
 
 
 class TorchKernels:

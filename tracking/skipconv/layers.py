@@ -140,8 +140,11 @@ class Layer:
         return False
 
     def _record(self, path: Path, active: int, macs: int = 0, dense_macs: int = 0) -> None:
-        h, w = self.size
-        self.stats = LayerStats(self.name, self.op, path, active, h * w, macs, dense_macs)
+        """This frame's stats, written into the layer's one LayerStats (``SkipModel.stats`` copies them out)."""
+        h, w = self._size
+        s = self.stats
+        s.path, s.active, s.positions, s.macs, s.dense_macs = path, active, h * w, macs, dense_macs
+        s.updated_inputs = s.pending_inputs = 0
 
     def _scatter(self, positions: torch.Tensor, values: torch.Tensor, ctx: Context) -> None:
         ctx.kernels.scatter_rows(self.writable(), positions, values.contiguous())

@@ -11,12 +11,27 @@
 #include <cmath>
 #include <cstring>
 #include <optional>
+#include <tuple>
 #include <vector>
 
 namespace {
 
 struct Geometry {
   int64_t kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo;
+};
+
+// Row and column of flat positions on a grid of width W by a multiply instead of a division (a 64-bit division
+// costs tens of cycles, and the gate splits several positions per change).
+struct Grid {
+  int64_t W;
+  double inv;
+  explicit Grid(int64_t w) : W(w), inv(1.0 / static_cast<double>(w)) {}
+  int64_t row(int64_t p) const {
+    int64_t y = static_cast<int64_t>(static_cast<double>(p) * inv);
+    if (y * W > p) --y;  // the product may round either way by one
+    else if ((y + 1) * W <= p) ++y;
+    return y;
+  }
 };
 
 inline float activate(float v, int64_t act) {
@@ -70,9 +85,10 @@ std::vector<int32_t> affected_outputs(const std::vector<int32_t>& inputs, int64_
   const int64_t n_out = g.Ho * g.Wo;
   if (inputs.empty()) return out;
   const AxisMap rows(Hi, g.Ho, g.kh, g.sh, g.ph, g.dh), cols(Wi, g.Wo, g.kw, g.sw, g.pw, g.dw);
+  const Grid grid(Wi);
   out.reserve(std::min<int64_t>(n_out, static_cast<int64_t>(inputs.size()) * g.kh * g.kw));
   for (int32_t p : inputs) {
-    const int64_t y = p / Wi, x = p - (p / Wi) * Wi;
+    const int64_t y = grid.row(p), x = p - y * Wi;
     for (const int32_t* oy = rows.begin(y); oy != rows.end(y); ++oy) {
       const int64_t base = static_cast<int64_t>(*oy) * g.Wo;
       for (const int32_t* ox = cols.begin(x); ox != cols.end(x); ++ox) {
@@ -161,7 +177,7 @@ inline float residual2(const float* a, const float* h, int64_t C) {
 // input positions updated, number still pending, refresh flag). When more than refresh_fraction of the input
 // positions would be updated, Xhat is left alone and the refresh flag is 1: the caller refreshes the whole layer
 // and zeroes r2 and energy.
-std::vector<at::Tensor> select_update(const at::Tensor& X, at::Tensor& Xhat, const at::Tensor& changes,
+std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(const at::Tensor& X, at::Tensor& Xhat, const at::Tensor& changes,
                                       bool all_changed, at::Tensor& r2_state, at::Tensor& energy_state,
                                       at::Tensor& stamp_in, at::Tensor& stamp_out, at::Tensor& stamp_blk,
                                       int64_t stamp64, std::vector<int64_t> geometry, double eps2_block,
@@ -185,6 +201,7 @@ std::vector<at::Tensor> select_update(const at::Tensor& X, at::Tensor& Xhat, con
   const float* x = X.data_ptr<float>();
   float* xh = Xhat.data_ptr<float>();
   const bool exact = eps2_block <= 0.0;
+  const Grid grid(Wi), block_grid(nbw);
   // A full pass reads every position's C channels; an incremental one pays about 16 more operations per change
   // (block energies, scattered access): pick the cheaper for this change count.
   const bool dense = all_changed || changes.numel() * (C + 16) > n_in * (C + 2);
@@ -256,6 +273,7 @@ std::vector<at::Tensor> select_update(const at::Tensor& X, at::Tensor& Xhat, con
       for (int64_t b = 0; b < nbh * nbw; ++b) touched[b] = static_cast<int32_t>(b);
     } else {
       const int32_t* c = changes.data_ptr<int32_t>();
+      touched.reserve(4 * changes.numel());
       for (int64_t k = 0; k < changes.numel(); ++k) {
         const int64_t i = c[k];
         const float v = residual2(x + i * C, xh + i * C, C);
@@ -263,7 +281,7 @@ std::vector<at::Tensor> select_update(const at::Tensor& X, at::Tensor& Xhat, con
         if (d == 0.0) continue;
         pending += (v > 0.f) - (r2[i] > 0.f);
         r2[i] = v;
-        const int64_t y = i / Wi, xx = i - y * Wi;
+        const int64_t y = grid.row(i), xx = i - y * Wi;
         for (int64_t by = rows.lo[y]; by <= rows.hi[y]; ++by)
           for (int64_t bx = cols.lo[xx]; bx <= cols.hi[xx]; ++bx) {
             const int64_t b = by * nbw + bx;
@@ -277,7 +295,7 @@ std::vector<at::Tensor> select_update(const at::Tensor& X, at::Tensor& Xhat, con
     }
     for (int32_t b : touched) {
       if (!(energy[b] > eps2_block)) continue;
-      const int64_t by = b / nbw, bx = b - by * nbw;
+      const int64_t by = block_grid.row(b), bx = b - by * nbw;
       for (int64_t y = rows.first[by]; y <= rows.last[by]; ++y) {
         if (!rows.contains(y, by)) continue;
         for (int64_t xx = cols.first[bx]; xx <= cols.last[bx]; ++xx)
@@ -288,13 +306,12 @@ std::vector<at::Tensor> select_update(const at::Tensor& X, at::Tensor& Xhat, con
 
   const int64_t nu = static_cast<int64_t>(update.size());
   if (nu > refresh_fraction * static_cast<double>(n_in)) {
-    return {at::empty({0}, at::kInt), at::scalar_tensor(nu, at::kLong), at::scalar_tensor(0, at::kLong),
-            at::scalar_tensor(1, at::kLong)};
+    return {at::empty({0}, at::kInt), nu, 0, true};
   }
   if (!exact) {
     const BlockAxis &rows = *rows_opt, &cols = *cols_opt;
     for (int32_t q : update) {
-      const int64_t y = q / Wi, xx = q - y * Wi;
+      const int64_t y = grid.row(q), xx = q - y * Wi;
       const double v = r2[q];
       for (int64_t by = rows.lo[y]; by <= rows.hi[y]; ++by)
         for (int64_t bx = cols.lo[xx]; bx <= cols.hi[xx]; ++bx) energy[by * nbw + bx] -= v;
@@ -309,8 +326,7 @@ std::vector<at::Tensor> select_update(const at::Tensor& X, at::Tensor& Xhat, con
     }
   });
   std::vector<int32_t> outputs = affected_outputs(update, Hi, Wi, g, sout, stamp);
-  return {to_tensor(outputs), at::scalar_tensor(nu, at::kLong), at::scalar_tensor(pending, at::kLong),
-          at::scalar_tensor(0, at::kLong)};
+  return {to_tensor(outputs), nu, pending, false};
 }
 
 // Output positions whose window (conv/pool geometry) contains any of `inputs`, sorted.
@@ -493,7 +509,7 @@ void conv_rows(const at::Tensor& Xhat, const at::Tensor& outputs, std::vector<in
 // Positions where `X` differs from `prev` (both (H, W, C)), copying X into prev there. Sorted. When more than
 // dense_fraction of the positions differ, the list is not built: X is copied whole and an empty list comes back
 // with the count (the caller treats the frame as changed everywhere, e.g. sensor noise). Returns (list, count).
-std::vector<at::Tensor> changed_positions(const at::Tensor& X, at::Tensor& prev, double dense_fraction) {
+std::tuple<at::Tensor, int64_t> changed_positions(const at::Tensor& X, at::Tensor& prev, double dense_fraction) {
   check_map(X, "X");
   check_map(prev, "prev");
   const int64_t n = X.size(0) * X.size(1), C = X.size(2);
@@ -507,7 +523,7 @@ std::vector<at::Tensor> changed_positions(const at::Tensor& X, at::Tensor& prev,
     for (int64_t i = 0; i < n; ++i) count += xb[i] != pb[i];
     if (count > dense_fraction * static_cast<double>(n)) {
       std::memcpy(pb, xb, n * sizeof(uint32_t));
-      return {at::empty({0}, at::kInt), at::scalar_tensor(count, at::kLong)};
+      return {at::empty({0}, at::kInt), count};
     }
     out.reserve(count);
     for (int64_t i = 0; i < n; ++i)
@@ -515,7 +531,7 @@ std::vector<at::Tensor> changed_positions(const at::Tensor& X, at::Tensor& prev,
         pb[i] = xb[i];
         out.push_back(static_cast<int32_t>(i));
       }
-    return {to_tensor(out), at::scalar_tensor(count, at::kLong)};
+    return {to_tensor(out), count};
   }
   for (int64_t i = 0; i < n; ++i) {
     if (std::memcmp(x + i * C, p + i * C, C * sizeof(float)) != 0) {
@@ -525,7 +541,7 @@ std::vector<at::Tensor> changed_positions(const at::Tensor& X, at::Tensor& prev,
   }
   const int64_t count = static_cast<int64_t>(out.size());
   if (count > dense_fraction * static_cast<double>(n)) out.clear();
-  return {to_tensor(out), at::scalar_tensor(count, at::kLong)};
+  return {to_tensor(out), count};
 }
 
 
