@@ -48,6 +48,13 @@ from tracking.skipconv.stats import summarize
 
 log = logging.getLogger(__name__)
 
+FOLLOW_MAX_MACS = 4096
+"""A pointwise (1x1) convolution with at most this many MACs per output position, and only such convolutions
+downstream of it, runs without a gate: it recomputes exactly where its input changed (``ConvLayer._follow``). The
+norm gate costs 50-100 ns per changed input on this machine (residual, block energies, X̂ copy, output marking),
+as much as 2500-5000 MACs of the sparse convolution: below that a gate cannot save what it costs, and past such a
+layer no expensive convolution is left whose work a threshold would spare (docs/skipconv.md)."""
+
 BREAK_EVEN_FRACTIONS = (0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8)
 """Active fractions at which each layer's sparse path is timed against its dense run."""
 
@@ -286,7 +293,9 @@ class SkipModel:
         skip state on top: reference inputs, gate residuals and block energies, stamp arrays)."""
         outs = sum(layer.out.numel() * layer.out.element_size() for layer in self.layers[1:])
         refs = sum(
-            c.xhat.numel() * 4 + c.r2.numel() * 4 + c.energy.numel() * 8 for c in self._convs if hasattr(c, "xhat")
+            c.xhat.numel() * 4 + c.r2.numel() * 4 + c.energy.numel() * 8
+            for c in self._convs
+            if hasattr(c, "xhat") and not c.follows_input  # a follower's X̂ is its producer's output
         )
         return {"activations": outs, "cache": refs + self._ctx.scratch.nbytes()}
 
@@ -332,10 +341,34 @@ def convert(
         ) from exc
     folded = fold_batchnorm(traced)
     layers, outputs, tuple_output = _build_layers(folded)
+    _mark_input_followers(layers)
     folded = folded.to(memory_format=CL)
     skip = SkipModel(folded, layers, outputs, tuple_output, threshold, block, backend, break_even)
     skip.noise_margin = noise_margin
     return skip
+
+
+def _mark_input_followers(layers: list[Layer]) -> None:
+    """Set ``follows_input`` on the cheap pointwise convolutions at the end of the graph (see FOLLOW_MAX_MACS).
+
+    ``layers`` is in topological order; walking it backwards, a layer's downstream is cheap when each consumer is a
+    follower itself, or a non-convolution whose own downstream is cheap.
+    """
+    consumers: list[list[int]] = [[] for _ in layers]
+    for index, layer in enumerate(layers):
+        for i in layer.inputs:
+            consumers[i].append(index)
+    cheap_downstream = [True] * len(layers)
+    for index in range(len(layers) - 1, -1, -1):
+        cheap_downstream[index] = all(
+            layers[j].follows_input if isinstance(layers[j], ConvLayer) else cheap_downstream[j]
+            for j in consumers[index]
+        )
+        layer = layers[index]
+        if isinstance(layer, ConvLayer):
+            layer.follows_input = (
+                layer.pointwise and layer.macs_per_position <= FOLLOW_MAX_MACS and cheap_downstream[index]
+            )
 
 
 def _build_layers(gm: torch.fx.GraphModule) -> tuple[list[Layer], list[int], bool]:

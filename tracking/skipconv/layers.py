@@ -222,8 +222,10 @@ class ConvLayer(Layer):
     op = "conv"
     # Frames after a dense run (a gate-requested refresh, or more active outputs than break-even) that refresh
     # without running the gate while the input keeps changing broadly (camera motion comes in runs of frames; the
-    # gate would only confirm it at its own cost).
+    # gate would only confirm it at its own cost, a full pass over the input). Each dense run that follows a streak
+    # doubles the next one, up to MAX_DENSE_STREAK; a sparse frame resets it.
     DENSE_STREAK = 3
+    MAX_DENSE_STREAK = 12
 
     def __init__(self, name: str, inputs: list[int], conv: torch.nn.Conv2d, act: Activation | None) -> None:
         super().__init__(name, inputs)
@@ -246,6 +248,7 @@ class ConvLayer(Layer):
             g = self.groups
             self.wgroups = w.view(g, cout // g, cin_g, kh, kw).permute(0, 3, 4, 2, 1).reshape(g, kh * kw, cin_g, -1)
         self.pointwise = (kh, kw) == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0) and self.groups == 1
+        self.follows_input = False  # set by the converter: see FOLLOW_MAX_MACS
         self.break_even = 1.0
         self.xhat_shared = False
         self.pending_count = 0
@@ -254,6 +257,7 @@ class ConvLayer(Layer):
         self.energy_stale = False
         self.gate_dirty = False  # r2 or energy may hold nonzero values (only a gate run at ε > 0 leaves any)
         self.dense_frames_left = 0
+        self.next_streak = self.DENSE_STREAK
         self.sigma = 0.0
         self.eps2_block = 0.0
 
@@ -341,7 +345,14 @@ class ConvLayer(Layer):
     def key(self, xs: list[Layer], ctx: Context) -> None:
         x = xs[0]
         self.geom = self.geometry(*x.size)
+        if self.follows_input:
+            self.xhat, self.xhat_hwc = x.out, x.hwc
+            self.out = self._dense(ctx)
+            n = self.geom[8] * self.geom[9]
+            self._record(Path.DENSE, n, n * self.macs_per_position, n * self.macs_per_position)
+            return
         # The grids' stamp arrays, looked up once per key frame (they last until the resolution changes).
+        self.dense_frames_left, self.next_streak = 0, self.DENSE_STREAK
         self.input_stamps = ctx.scratch.stamps(*x.size, "in")
         self.output_stamps = ctx.scratch.stamps(self.geom[8], self.geom[9], "out")
         self._refresh(x, ctx)
@@ -378,6 +389,8 @@ class ConvLayer(Layer):
         ho, wo = self.geom[8], self.geom[9]
         dense_macs = ho * wo * self.macs_per_position
         change = changes[0]
+        if self.follows_input:
+            return self._follow(xs[0], change, dense_macs, ctx)
         if change is not EVERYWHERE and change.numel() == 0:
             self._record(Path.IDLE, 0, 0, dense_macs)
             self.stats.pending_inputs = self.pending_count
@@ -431,7 +444,7 @@ class ConvLayer(Layer):
         )
         t = ctx.add_time("mask", t)
         if refresh:
-            self.dense_frames_left = self.DENSE_STREAK
+            self._start_streak()
             self._refresh(x, ctx)
             ctx.add_time("dense", t)
             self._record(Path.DENSE, ho * wo, dense_macs, dense_macs)
@@ -439,20 +452,42 @@ class ConvLayer(Layer):
             return EVERYWHERE
         n = active.numel()
         if n == 0:
+            self.next_streak = self.DENSE_STREAK
             self._record(Path.IDLE, 0, 0, dense_macs)
         elif n > self.break_even * ho * wo:
-            self.dense_frames_left = self.DENSE_STREAK
+            self._start_streak()
             self.out = self._dense(ctx)
             ctx.add_time("dense", t)
             self._record(Path.DENSE, n, dense_macs, dense_macs)
             # Past break-even the consumers are better off recomputing densely too than walking the long list.
             active = EVERYWHERE
         else:
+            self.next_streak = self.DENSE_STREAK
             self._sparse(active, self.writable(), ctx)
             self._record(Path.SPARSE, n, n * self.macs_per_position, dense_macs)
         self.stats.updated_inputs = n_updated
         self.stats.pending_inputs = self.pending_count
         return active
+
+    def _follow(self, x: Layer, change: Positions, dense_macs: int, ctx: Context) -> Positions:
+        """Exact and gate-free: X̂ is X itself, and the outputs at the changed inputs are recomputed (a pointwise
+        convolution's output grid is its input grid)."""
+        self.xhat, self.xhat_hwc = x.out, x.hwc
+        n = self.geom[8] * self.geom[9]
+        if change is EVERYWHERE or change.numel() > self.break_even * n:
+            self.out = self._dense(ctx)
+            self._record(Path.DENSE, n, dense_macs, dense_macs)
+            return EVERYWHERE
+        count = change.numel()
+        if count:
+            self._sparse(change, self.writable(), ctx)
+        self._record(Path.SPARSE if count else Path.IDLE, count, count * self.macs_per_position, dense_macs)
+        self.stats.updated_inputs = count
+        return change
+
+    def _start_streak(self) -> None:
+        self.dense_frames_left = self.next_streak
+        self.next_streak = min(2 * self.next_streak, self.MAX_DENSE_STREAK)
 
     def measure_break_even(self, ctx: Context, fractions: tuple[float, ...], repeats: int = 3) -> float:
         """The active fraction above which a dense run is faster, timed on this layer's own buffers.
