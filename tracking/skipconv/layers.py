@@ -319,6 +319,8 @@ class ConvLayer(Layer):
 
     def configure(self, ctx: Context) -> None:
         """Per-layer threshold: ε·σ as an RMS over a gate block's receptive field, squared and summed."""
+        if self.follows_input:
+            return  # no gate
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.stride, self.dilation
         b = ctx.block or self.block
         rf = ((b - 1) * sh + (kh - 1) * dh + 1) * ((b - 1) * sw + (kw - 1) * dw + 1)
