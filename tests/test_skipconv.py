@@ -411,3 +411,48 @@ def test_a_corrupt_break_even_record_is_measured_again(tmp_path, monkeypatch) ->
     skip(torch.rand(1, 1, 12, 12))
     assert set(skip.break_evens()) == {c.name for c in skip.layers if isinstance(c, ConvLayer)}
     assert record.read_text().startswith("{\n")
+
+
+def test_cheap_pointwise_tail_follows_its_input_exactly() -> None:
+    """1x1 heads at the end of the graph run without a gate: at ε > 0 their output is exactly conv(current input),
+    while a cheap 1x1 that feeds a 3x3 keeps its gate (a threshold there spares the 3x3's work)."""
+    torch.manual_seed(11)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(), nn.Conv2d(8, 4, 1), nn.ReLU(), nn.Conv2d(4, 2, 1),
+    ).eval()  # fmt: skip
+    skip = convert(model, threshold=0.2, break_even=1.0)
+    convs = [layer for layer in skip.layers if isinstance(layer, ConvLayer)]
+    assert [c.follows_input for c in convs] == [False, False, False, True, True]
+    producer = {id(c): skip.layers[c.inputs[0]] for c in convs}
+    for x in frames(16, 20, 30, seed=12):
+        skip(x)
+        for conv in convs[3:]:
+            x_in = producer[id(conv)].out
+            want = F.conv2d(x_in, conv.weight, conv.bias)
+            if conv.act is not None:
+                want = conv.act.fn(want)
+            assert float((conv.out - want).abs().max()) <= ATOL
+    assert convs[2].pending_count > 0 or convs[0].pending_count > 0, "the gated layers never held anything back"
+
+
+def test_dense_streaks_double_while_the_input_keeps_changing_everywhere() -> None:
+    """Every frame changes everywhere (head motion): the gate asks for a refresh each time it runs, and the frames
+    between gate runs grow 3, 6, 12, 12."""
+    torch.manual_seed(13)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1)).eval()
+    skip = convert(model, threshold=0.01, break_even=0.5, noise_margin=0.0)  # random frames would read as noise
+    conv = next(layer for layer in skip.layers if isinstance(layer, ConvLayer))
+    gated = []
+    select_update = skip._ctx.kernels.select_update
+
+    def counting(*args):
+        gated.append(frame)
+        return select_update(*args)
+
+    skip._ctx.kernels.select_update = counting
+    gen = torch.Generator().manual_seed(14)
+    for frame in range(40):
+        skip(torch.rand(1, 1, 12, 12, generator=gen))
+    assert gated == [1, 5, 12, 25, 38]
+    assert conv.stats.path.value == "dense"
