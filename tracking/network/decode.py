@@ -8,6 +8,7 @@ same as OpenCV's projections and the synthetic world's truth. Cell (i, j) of a s
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -52,31 +53,35 @@ def detect_points(prob: torch.Tensor, config: DecodeConfig) -> tuple[np.ndarray,
     A point's score is the probability mass of its 3x3 neighbourhood (a network unsure which of two pixels holds
     the point splits its mass between them); points are local maxima of that mass within ``nms_radius`` and above
     ``detection_threshold``, refined to sub-pixel by the probability-weighted centroid of the neighbourhood.
+    NumPy and OpenCV throughout: on one 320x240 map each torch call would cost a parallel region's start-up.
     """
-    h, w = prob.shape
+    p = np.ascontiguousarray(prob.numpy(), dtype=np.float32)
+    h, w = p.shape
     r = config.nms_radius
-    mass_map = F.avg_pool2d(prob[None, None], 3, 1, 1, count_include_pad=True)[0, 0] * 9.0
+    mass_map = cv2.boxFilter(p, -1, (3, 3), normalize=False, borderType=cv2.BORDER_CONSTANT)  # zero outside
     # A vanishing ramp breaks exact ties (a point midway between two pixels) so that one peak survives, not two.
-    # The local maximum is OpenCV's dilation (outside the image counts as -inf, as in max pooling): on float64
-    # it is about 20x faster than torch's max_pool2d here.
-    key = mass_map.numpy().astype(np.float64) + np.arange(h * w, dtype=np.float64).reshape(h, w) * 1e-15
-    peaks = torch.from_numpy(key == cv2.dilate(key, np.ones((2 * r + 1, 2 * r + 1), np.uint8)))
-    peaks &= mass_map > config.detection_threshold
+    # The local maximum is OpenCV's dilation (outside the image counts as -inf, as in max pooling).
+    key = mass_map.astype(np.float64) + _tie_ramp(h, w)
+    peaks = (key == cv2.dilate(key, np.ones((2 * r + 1, 2 * r + 1), np.uint8))) & (mass_map > config.detection_threshold)
     b = config.border
     peaks[:b], peaks[h - b :], peaks[:, :b], peaks[:, w - b :] = False, False, False, False
-    ys, xs = torch.nonzero(peaks, as_tuple=True)
+    ys, xs = np.nonzero(peaks)
     scores = mass_map[ys, xs]
-    order = torch.argsort(scores, descending=True)[: config.max_points]
+    order = np.argsort(-scores, kind="stable")[: config.max_points]
     ys, xs, scores = ys[order], xs[order], scores[order]
-    offsets = torch.arange(-1, 2)
-    wy = ys[:, None, None] + offsets[None, :, None]
-    wx = xs[:, None, None] + offsets[None, None, :]
-    patch = prob[wy.clamp(0, h - 1), wx.clamp(0, w - 1)]
-    mass = patch.sum((1, 2)).clamp_min(1e-12)
+    offsets = np.arange(-1, 2)
+    patch = p[np.clip(ys[:, None, None] + offsets[None, :, None], 0, h - 1),
+              np.clip(xs[:, None, None] + offsets[None, None, :], 0, w - 1)]  # fmt: skip
+    mass = np.maximum(patch.sum((1, 2)), 1e-12)
     dx = (patch * offsets[None, None, :]).sum((1, 2)) / mass
     dy = (patch * offsets[None, :, None]).sum((1, 2)) / mass
-    points = torch.stack([xs + dx, ys + dy], 1)
-    return points.numpy().astype(np.float32), scores.numpy().astype(np.float32)
+    points = np.stack([xs + dx, ys + dy], 1)
+    return points.astype(np.float32), scores.astype(np.float32)
+
+
+@functools.cache
+def _tie_ramp(h: int, w: int) -> np.ndarray:
+    return np.arange(h * w, dtype=np.float64).reshape(h, w) * 1e-15
 
 
 def sample_descriptors(descriptors: torch.Tensor, points_px: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 
 class Path(enum.Enum):
@@ -33,10 +33,15 @@ class LayerStats:
         return self.active / self.positions if self.positions else 0.0
 
     def as_dict(self) -> dict:
-        d = asdict(self)
+        # Field by field rather than dataclasses.asdict, whose deep copy costs ~50 µs a layer: stats are read every
+        # frame of every camera.
+        d = {name: getattr(self, name) for name in _FIELDS}
         d["path"] = self.path.value
         d["active_fraction"] = self.active_fraction
         return d
+
+
+_FIELDS = tuple(f.name for f in fields(LayerStats))
 
 
 def summarize(layers: list[LayerStats]) -> dict:
