@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,7 +144,7 @@ class Pacer:
         self.period_ns = int(1e9 / rate_hz) if rate_hz else None
         self._origin: tuple[int, int] | None = None  # (source t_ns, monotonic ns)
 
-    def capture_ns(self, frame: Frame) -> int | None:
+    def capture_ns(self, frame: Frame, may_drop: bool = True) -> int | None:
         now = time.monotonic_ns()
         if not self.enabled:
             return now
@@ -153,9 +154,38 @@ class Pacer:
         if due > now:
             time.sleep((due - now) * 1e-9)
             return due
-        if self.period_ns is not None and now - due > self.period_ns:
+        if may_drop and self.period_ns is not None and now - due > self.period_ns:
             return None
         return due
+
+    def next_capture(self, source, seq: int, lead_ns: int = 0) -> int:
+        """The first frame from ``seq`` on that is due ``lead_ns`` from now or later, for a source that renders any
+        frame on demand: the frames before it were superseded while the tracker was busy."""
+        if not self.enabled or self._origin is None:
+            return seq
+        source_now = self._origin[0] + (time.monotonic_ns() - self._origin[1]) + lead_ns
+        while seq + 1 < len(source) and source.t_ns(seq) < source_now:
+            seq += 1
+        return seq
+
+
+def camera_frames(source, pacer: Pacer, skipped: Callable[[int], None]):
+    """A random-access source's frames (the synthetic world) as a camera delivers them: when the tracker comes back
+    late, it gets the next frame the camera captures, and the frames captured meanwhile are counted as dropped
+    without being rendered (a camera does not make its reader pay for the frames it superseded). The frame is
+    picked far enough ahead that rendering it finishes before it is due, as a camera's frame is ready at its
+    capture time: rendering is the camera's work, not latency the tracker adds. ``skipped(n)`` is told of each
+    run of superseded frames."""
+    seq, render_ns = 0, 0.0
+    while seq < len(source):
+        due_seq = pacer.next_capture(source, seq, int(render_ns))
+        if due_seq > seq:
+            skipped(due_seq - seq)
+        t0 = time.monotonic_ns()
+        frame = source.frame(due_seq)
+        render_ns = 0.8 * render_ns + 0.2 * (time.monotonic_ns() - t0) if render_ns else time.monotonic_ns() - t0
+        yield frame
+        seq = due_seq + 1
 
 
 # ------------------------------------------------------------------------------------------------ setup
@@ -236,8 +266,17 @@ def run(args: argparse.Namespace, stats: RunStats | None = None) -> dict[str, ob
         with Tracker(rig, config) as tracker, _Outputs(args, source, rig) as outputs:
             progress = _progress(args, source)
             stop_t_ns = None
+            from hardware.synthetic import SyntheticSource
+
+            on_demand = pacer.enabled and isinstance(source, SyntheticSource)  # renders any frame on demand
+
+            def skipped(n: int) -> None:
+                stats.dropped_late += n
+                if progress is not None:
+                    progress.update(n)
+
             try:
-                for item in source:
+                for item in camera_frames(source, pacer, skipped) if on_demand else source:
                     if isinstance(item, Gap):
                         stats.gaps += 1
                         tracker.process(item)
@@ -247,7 +286,7 @@ def run(args: argparse.Namespace, stats: RunStats | None = None) -> dict[str, ob
                         stop_t_ns = item.t_ns + int(args.seconds * 1e9)
                     if stop_t_ns is not None and item.t_ns >= stop_t_ns:
                         break
-                    capture_ns = pacer.capture_ns(item)
+                    capture_ns = pacer.capture_ns(item, may_drop=not on_demand)
                     if capture_ns is None:
                         stats.dropped_late += 1
                         if progress is not None:

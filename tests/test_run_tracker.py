@@ -120,3 +120,31 @@ def test_bad_options_give_one_clear_line_and_a_nonzero_exit(args, message):
     assert len(lines) == 1, done.stderr
     assert message in lines[0]
     assert "Traceback" not in done.stderr
+
+
+def test_a_slow_tracker_gets_the_next_captured_frame_and_superseded_frames_are_not_rendered(monkeypatch):
+    """Paced synthetic source, a reader that takes 3 frame periods per frame: it is handed only frames due after it
+    asks (none rendered for nothing), the frames skipped meanwhile are counted, and every frame is accounted for."""
+    import time
+
+    import run_tracker
+
+    source = hardware.open_source("synthetic:still_hand", seconds=0.5)
+    rendered = []
+    frame = source.frame
+
+    def counting_frame(seq):
+        rendered.append(seq)
+        return frame(seq)
+
+    monkeypatch.setattr(source, "frame", counting_frame)
+    pacer = run_tracker.Pacer(True, source.rate_hz)
+    skipped = []
+    delivered = []
+    for item in run_tracker.camera_frames(source, pacer, skipped.append):
+        assert pacer.capture_ns(item, may_drop=False) is not None
+        delivered.append(item.seq)
+        time.sleep(3 / source.rate_hz)
+    assert rendered == delivered  # nothing rendered only to be dropped
+    assert delivered == sorted(set(delivered)) and len(delivered) < len(source) / 2
+    assert len(delivered) + sum(skipped) == len(source)

@@ -443,16 +443,16 @@ def test_dense_streaks_double_while_the_input_keeps_changing_everywhere() -> Non
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1)).eval()
     skip = convert(model, threshold=0.01, break_even=0.5, noise_margin=0.0)  # random frames would read as noise
     conv = next(layer for layer in skip.layers if isinstance(layer, ConvLayer))
-    gated = []
+    gated, frame = [], [0]
     select_update = skip._ctx.kernels.select_update
 
     def counting(*args):
-        gated.append(frame)
+        gated.append(frame[0])
         return select_update(*args)
 
     skip._ctx.kernels.select_update = counting
     gen = torch.Generator().manual_seed(14)
-    for frame in range(40):
+    for frame[0] in range(40):
         skip(torch.rand(1, 1, 12, 12, generator=gen))
     assert gated == [1, 5, 12, 25, 38]
     assert conv.stats.path.value == "dense"

@@ -62,7 +62,8 @@ def detect_points(prob: torch.Tensor, config: DecodeConfig) -> tuple[np.ndarray,
     # A vanishing ramp breaks exact ties (a point midway between two pixels) so that one peak survives, not two.
     # The local maximum is OpenCV's dilation (outside the image counts as -inf, as in max pooling).
     key = mass_map.astype(np.float64) + _tie_ramp(h, w)
-    peaks = (key == cv2.dilate(key, np.ones((2 * r + 1, 2 * r + 1), np.uint8))) & (mass_map > config.detection_threshold)
+    peaks = key == cv2.dilate(key, np.ones((2 * r + 1, 2 * r + 1), np.uint8))
+    peaks &= mass_map > config.detection_threshold
     b = config.border
     peaks[:b], peaks[h - b :], peaks[:, :b], peaks[:, w - b :] = False, False, False, False
     ys, xs = np.nonzero(peaks)
