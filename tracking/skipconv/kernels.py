@@ -148,7 +148,6 @@ class CppKernels:
     cost microseconds on every layer of every frame."""
 
     def __init__(self, module: object) -> None:
-        self._m = module
         for name in KERNEL_FUNCTIONS:
             setattr(self, name, getattr(module, name))
 

@@ -177,11 +177,10 @@ inline float residual2(const float* a, const float* h, int64_t C) {
 // input positions updated, number still pending, refresh flag). When more than refresh_fraction of the input
 // positions would be updated, Xhat is left alone and the refresh flag is 1: the caller refreshes the whole layer
 // and zeroes r2 and energy.
-std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(const at::Tensor& X, at::Tensor& Xhat, const at::Tensor& changes,
-                                      bool all_changed, at::Tensor& r2_state, at::Tensor& energy_state,
-                                      at::Tensor& stamp_in, at::Tensor& stamp_out, at::Tensor& stamp_blk,
-                                      int64_t stamp64, std::vector<int64_t> geometry, double eps2_block,
-                                      int64_t block, double refresh_fraction, int64_t pending_in) {
+std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
+    const at::Tensor& X, at::Tensor& Xhat, const at::Tensor& changes, bool all_changed, at::Tensor& r2_state,
+    at::Tensor& energy_state, at::Tensor& stamp_in, at::Tensor& stamp_out, at::Tensor& stamp_blk, int64_t stamp64,
+    std::vector<int64_t> geometry, double eps2_block, int64_t block, double refresh_fraction, int64_t pending_in) {
   check_map(X, "X");
   check_map(Xhat, "Xhat");
   TORCH_CHECK(X.sizes() == Xhat.sizes(), "X and Xhat must have the same shape");
