@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 import torch.nn as nn
@@ -13,6 +15,7 @@ from tracking.skipconv.errors import UnsupportedOperationError
 from tracking.skipconv.kernels import Backend
 from tracking.skipconv.layers import ConvLayer
 
+convert_module = importlib.import_module("tracking.skipconv.convert")  # the package's `convert` is the function
 BACKENDS = [Backend.CPP, Backend.TORCH]
 ATOL = 1e-4
 
@@ -436,9 +439,10 @@ def test_cheap_pointwise_tail_follows_its_input_exactly() -> None:
     assert convs[2].pending_count > 0 or convs[0].pending_count > 0, "the gated layers never held anything back"
 
 
-def test_dense_streaks_double_while_the_input_keeps_changing_everywhere() -> None:
+def test_dense_streaks_double_while_the_input_keeps_changing_everywhere(monkeypatch) -> None:
     """Every frame changes everywhere (head motion): the gate asks for a refresh each time it runs, and the frames
-    between gate runs grow 3, 6, 12, 12."""
+    between gate runs grow 3, 6, 12, 12 (the whole-model handover to the folded graph switched off here)."""
+    monkeypatch.setattr(convert_module, "ALL_DENSE_FRAMES", 10**9)
     torch.manual_seed(13)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1)).eval()
     skip = convert(model, threshold=0.01, break_even=0.5, noise_margin=0.0)  # random frames would read as noise
@@ -456,3 +460,31 @@ def test_dense_streaks_double_while_the_input_keeps_changing_everywhere() -> Non
         skip(torch.rand(1, 1, 12, 12, generator=gen))
     assert gated == [1, 5, 12, 25, 38]
     assert conv.stats.path.value == "dense"
+
+
+def test_model_hands_over_to_the_folded_graph_while_every_convolution_runs_dense() -> None:
+    """After ALL_DENSE_FRAMES frames on which every convolution refreshed, the next FOLDED_FRAMES frames run the
+    folded graph (no gate at all, exact output, counted dense), and the frame after them is a key frame."""
+    torch.manual_seed(15)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1)).eval()
+    skip = convert(model, threshold=0.01, break_even=0.5, noise_margin=0.0)
+    gated, frame = [], [0]
+    select_update = skip._ctx.kernels.select_update
+
+    def counting(*args):
+        gated.append(frame[0])
+        return select_update(*args)
+
+    skip._ctx.kernels.select_update = counting
+    gen = torch.Generator().manual_seed(16)
+    handover = 1 + convert_module.ALL_DENSE_FRAMES  # frame 0 is the key frame
+    with torch.no_grad():
+        for frame[0] in range(handover + convert_module.FOLDED_FRAMES + 2):
+            x = torch.rand(1, 1, 12, 12, generator=gen)
+            out = skip(x)
+            assert float((out - model(x)).abs().max()) <= ATOL
+            stats = skip.stats()
+            assert stats["macs"] == stats["dense_macs"]
+    folded = range(handover, handover + convert_module.FOLDED_FRAMES)
+    assert not set(gated) & set(folded)
+    assert gated[0] == 1 and max(gated) == handover + convert_module.FOLDED_FRAMES + 1  # key frame, then gating

@@ -44,7 +44,7 @@ from tracking.skipconv.layers import (
     UpsampleLayer,
 )
 from tracking.skipconv.masks import EVERYWHERE, GridScratch, Positions
-from tracking.skipconv.stats import summarize
+from tracking.skipconv.stats import Path, summarize
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,14 @@ downstream of it, runs without a gate: it recomputes exactly where its input cha
 norm gate costs 50-100 ns per changed input on this machine (residual, block energies, X̂ copy, output marking),
 as much as 2500-5000 MACs of the sparse convolution: below that a gate cannot save what it costs, and past such a
 layer no expensive convolution is left whose work a threshold would spare (docs/skipconv.md)."""
+
+ALL_DENSE_FRAMES = 3
+"""Frames in a row on which every convolution ran dense (head motion, a noisy camera at a small ε) before the whole
+model hands over to the folded graph for FOLDED_FRAMES frames: the graph runs the same dense work without the
+per-layer bookkeeping. The frame after that is a key frame, and the layers gate again; a handover right after the
+last one doubles the next (up to MAX_FOLDED_FRAMES, 0.8 s at 60 Hz), a frame with sparse work resets it."""
+FOLDED_FRAMES = 12
+MAX_FOLDED_FRAMES = 48
 
 BREAK_EVEN_FRACTIONS = (0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8)
 """Active fractions at which each layer's sparse path is timed against its dense run."""
@@ -147,6 +155,9 @@ class SkipModel:
         self.in_channels = fed[0].in_channels if fed else None
         self._first_conv = layers.index(self._convs[0]) if self._convs else None
         self._first_changes: Positions = EVERYWHERE
+        self._all_dense_frames = 0
+        self._folded_frames_left = 0
+        self._next_folded = FOLDED_FRAMES
 
     @property
     def threshold(self) -> float:
@@ -175,6 +186,8 @@ class SkipModel:
     def reset(self) -> None:
         """Make the next frame a key frame."""
         self._resolution = None
+        self._all_dense_frames = self._folded_frames_left = 0
+        self._next_folded = FOLDED_FRAMES
 
     def break_evens(self) -> dict[str, float]:
         """Per convolution: the active fraction above which it runs dense, at the current resolution."""
@@ -217,16 +230,44 @@ class SkipModel:
         if self.dense:
             with torch.no_grad():
                 return self.folded(x.contiguous(memory_format=CL))
-        self.layers[0].set_frame(x)
         resolution = (x.shape[2], x.shape[3])
+        if self._folded_frames_left and resolution == self._resolution:
+            return self._folded_frame(x)
+        self.layers[0].set_frame(x)
         with torch.no_grad():
             if resolution != self._resolution:
                 self._key_frame(resolution)
                 self._first_changes = EVERYWHERE
             else:
                 self._step()
+                self._count_all_dense()
         outs = tuple(self.layers[i].out for i in self.outputs)
         return outs if self.tuple_output else outs[0]
+
+    def _count_all_dense(self) -> None:
+        """Hand over to the folded graph after ALL_DENSE_FRAMES frames on which every convolution ran dense."""
+        all_dense = bool(self._convs) and all(c.stats.path is Path.DENSE for c in self._convs)
+        if not all_dense:
+            self._all_dense_frames, self._next_folded = 0, FOLDED_FRAMES
+            return
+        self._all_dense_frames += 1
+        if self._all_dense_frames >= ALL_DENSE_FRAMES:
+            self._all_dense_frames = 0
+            self._folded_frames_left = self._next_folded
+            self._next_folded = min(2 * self._next_folded, MAX_FOLDED_FRAMES)
+
+    def _folded_frame(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """One frame of the whole-model dense streak: the folded graph's output (exact), every layer counted dense.
+        The layers' state is not kept meanwhile, so the frame after the streak is a key frame."""
+        self._folded_frames_left -= 1
+        if not self._folded_frames_left:
+            self._resolution = None
+        with torch.no_grad():
+            out = self.folded(x.contiguous(memory_format=CL))
+        for layer in self.layers:
+            layer.record_dense()
+        self._first_changes = EVERYWHERE
+        return out
 
     def _key_frame(self, resolution: tuple[int, int]) -> None:
         if resolution != self._resolution:

@@ -79,6 +79,7 @@ class Layer:
     """Base: a named node of the converted graph with an output buffer and per-frame stats."""
 
     op = "layer"
+    macs_per_position = 0  # multiply-accumulates per output position (convolutions only)
 
     def __init__(self, name: str, inputs: list[int]) -> None:
         self.name = name
@@ -145,6 +146,12 @@ class Layer:
         s = self.stats
         s.path, s.active, s.positions, s.macs, s.dense_macs = path, active, h * w, macs, dense_macs
         s.updated_inputs = s.pending_inputs = 0
+
+    def record_dense(self) -> None:
+        """Count a frame this layer's output was computed densely elsewhere (the folded graph)."""
+        h, w = self._size
+        dense_macs = h * w * self.macs_per_position
+        self._record(Path.DENSE, h * w, dense_macs, dense_macs)
 
     def _scatter(self, positions: torch.Tensor, values: torch.Tensor, ctx: Context) -> None:
         ctx.kernels.scatter_rows(self.writable(), positions, values.contiguous())
