@@ -439,14 +439,9 @@ def test_cheap_pointwise_tail_follows_its_input_exactly() -> None:
     assert convs[2].pending_count > 0 or convs[0].pending_count > 0, "the gated layers never held anything back"
 
 
-def test_dense_streaks_double_while_the_input_keeps_changing_everywhere(monkeypatch) -> None:
-    """Every frame changes everywhere (head motion): the gate asks for a refresh each time it runs, and the frames
-    between gate runs grow 3, 6, 12, 12 (the whole-model handover to the folded graph switched off here)."""
-    monkeypatch.setattr(convert_module, "ALL_DENSE_FRAMES", 10**9)
-    torch.manual_seed(13)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1)).eval()
-    skip = convert(model, threshold=0.01, break_even=0.5, noise_margin=0.0)  # random frames would read as noise
-    conv = next(layer for layer in skip.layers if isinstance(layer, ConvLayer))
+def gate_runs(skip) -> tuple[list[int], list[int]]:
+    """Record the frames on which ``skip`` runs its gate: returns (those frames, a one-item frame counter that the
+    caller advances)."""
     gated, frame = [], [0]
     select_update = skip._ctx.kernels.select_update
 
@@ -455,6 +450,18 @@ def test_dense_streaks_double_while_the_input_keeps_changing_everywhere(monkeypa
         return select_update(*args)
 
     skip._ctx.kernels.select_update = counting
+    return gated, frame
+
+
+def test_dense_streaks_double_while_the_input_keeps_changing_everywhere(monkeypatch) -> None:
+    """Every frame changes everywhere (head motion): the gate asks for a refresh each time it runs, and the frames
+    between gate runs grow 3, 6, 12, 12 (the whole-model handover to the folded graph switched off here)."""
+    monkeypatch.setattr(convert_module, "ALL_DENSE_FRAMES", 10**9)
+    torch.manual_seed(13)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1)).eval()
+    skip = convert(model, threshold=0.01, break_even=0.5, noise_margin=0.0)  # random frames would read as noise
+    conv = next(layer for layer in skip.layers if isinstance(layer, ConvLayer))
+    gated, frame = gate_runs(skip)
     gen = torch.Generator().manual_seed(14)
     for frame[0] in range(40):
         skip(torch.rand(1, 1, 12, 12, generator=gen))
@@ -468,14 +475,7 @@ def test_model_hands_over_to_the_folded_graph_while_every_convolution_runs_dense
     torch.manual_seed(15)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1)).eval()
     skip = convert(model, threshold=0.01, break_even=0.5, noise_margin=0.0)
-    gated, frame = [], [0]
-    select_update = skip._ctx.kernels.select_update
-
-    def counting(*args):
-        gated.append(frame[0])
-        return select_update(*args)
-
-    skip._ctx.kernels.select_update = counting
+    gated, frame = gate_runs(skip)
     gen = torch.Generator().manual_seed(16)
     handover = 1 + convert_module.ALL_DENSE_FRAMES  # frame 0 is the key frame
     with torch.no_grad():
