@@ -270,6 +270,7 @@ class SkipModel:
         return out
 
     def _key_frame(self, resolution: tuple[int, int]) -> None:
+        self._all_dense_frames = self._folded_frames_left = 0  # a new resolution ends a folded streak too
         if resolution != self._resolution:
             self._ctx.scratch.clear()
         try:
