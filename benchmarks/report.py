@@ -409,7 +409,8 @@ def network_note(source: str | None) -> Callable[[dict], str]:
 
 def end_to_end_note(data: dict) -> str:
     paced = "paced (real time)" if data.get("paced") else "as fast as possible"
-    return f"{E2E_SCENARIO}, {data.get('seconds')} s per run, {paced}, {data.get('threads')} threads"
+    frames = "frames rendered before the run" if data.get("prerendered") else "frames rendered in the loop"
+    return f"{E2E_SCENARIO}, {data.get('seconds')} s per run, {paced}, {frames}, {data.get('threads')} threads"
 
 
 def e2e(mode: str, key: str) -> Callable[[dict], object]:

@@ -111,3 +111,34 @@ def test_cli_covering_both_cameras_reports_loss_and_relocalization(tmp_path):
     assert m["relocalization_s"] >= 0.45, "a blacked-out headset must not claim to be tracked"
     assert m["uncover_to_tracked_s"] < 1.0
     assert m["head_ate_m"] < 0.02
+
+
+def test_cli_compares_the_skip_network_with_the_dense_one(tmp_path):
+    from tracking.evaluate import main
+
+    out = tmp_path / "m.json"
+    assert main(["--source", "synthetic:still_hand", "--seconds", "0.5", "--seed", "7", "--keypoints", "network",
+                 "--vs-dense", "--no-exit", "--json", str(out)]) == 0  # fmt: skip
+    m = json.loads(out.read_text())
+    assert m["network"] == "skip"
+    difference = m["skip_vs_dense_mm"]
+    assert difference["frames"] > 0
+    assert 0.0 <= difference["median"] <= difference["p95"] <= difference["max"]
+    assert np.isfinite(m["dense_head_ate_m"])
+
+
+def test_pose_difference_counts_only_frames_both_runs_tracked():
+    from tracking.evaluate import Run, pose_difference_mm
+
+    def run(offsets_m, tracked):
+        est = [np.eye(4) for _ in offsets_m]
+        for T, x in zip(est, offsets_m, strict=True):
+            T[0, 3] = x
+        n = len(offsets_m)
+        return Run(list(range(n)), est, est, list(tracked), [False] * n, [2] * n, 0, [], [], [])
+
+    a = run([0.0, 0.0, 0.0, 0.0], [True, True, True, False])
+    b = run([0.001, 0.003, 1.0, 0.0], [True, True, False, True])
+    d = pose_difference_mm(a, b)
+    assert d["frames"] == 2
+    assert d["median"] == pytest.approx(2.0) and d["max"] == pytest.approx(3.0)

@@ -140,14 +140,35 @@ def test_skip_model_matches_dense_exactly_at_zero_threshold(shipped, still_hand_
         assert total > 0 and agreeing == total
 
 
-def test_skip_model_at_shipped_threshold_agrees_with_dense(shipped, still_hand_images):
-    skip = KeypointModel(shipped, skip=True, threshold=GateSettings.load().threshold, break_even=0.5)
-    dense = KeypointModel(shipped, skip=False)
-    agreeing = total = 0
-    for image in still_hand_images:
-        a, t = agreement(dense.infer(image), skip.infer(image), 1.0)
-        agreeing, total = agreeing + a, total + t
-    assert agreeing / total >= 0.99
+def _skip_and_self_agreement(network, images) -> tuple[float, float]:
+    """(skip vs dense agreement, dense vs the dense result one frame earlier) over ``images``, at the shipped gate."""
+    settings = GateSettings.load()
+    skip = KeypointModel(network, skip=True, threshold=settings.threshold, noise_margin=settings.noise_margin,
+                         break_even=0.5)  # fmt: skip
+    dense = KeypointModel(network, skip=False)
+    counts = np.zeros((2, 2))
+    previous = None
+    for image in images:
+        reference = dense.infer(image)
+        counts[0] += agreement(reference, skip.infer(image), 1.0)
+        if previous is not None:
+            counts[1] += agreement(previous, reference, 1.0)
+        previous = reference
+    return counts[0, 0] / counts[0, 1], counts[1, 0] / counts[1, 1]
+
+
+def test_skip_model_at_shipped_threshold_agrees_with_dense_when_the_camera_moves(shipped):
+    images = [frame.images[0] for frame in open_synthetic("seated", seconds=0.5, seed=HELD_OUT_SEED)]
+    skip_agreement, _ = _skip_and_self_agreement(shipped, images)
+    assert skip_agreement >= 0.99
+
+
+def test_skip_model_on_a_still_scene_agrees_with_dense_as_dense_agrees_with_itself(shipped, still_hand_images):
+    """Under a still camera the dense keypoints change with the sensor noise from frame to frame; a gate that
+    ignores that noise is as close to the dense result as the dense result is to its previous frame."""
+    skip_agreement, self_agreement = _skip_and_self_agreement(shipped, still_hand_images)
+    assert self_agreement < 0.99
+    assert skip_agreement >= self_agreement - 0.02
 
 
 def test_skip_model_recomputes_little_of_a_still_scene_at_a_coarse_threshold(shipped, still_hand_images):

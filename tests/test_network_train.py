@@ -47,3 +47,19 @@ def test_resumed_training_reproduces_an_uninterrupted_run(tmp_path):
     resumed, _ = train(parse_args([*common, "--steps", "2", "--work-dir", str(tmp_path / "b"), "--resume"]))
     for (name, x), (_, y) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.equal(x, y), name
+
+
+def test_gate_tuning_picks_the_fewest_macs_that_keep_the_agreement(monkeypatch):
+    from tracking.network import export
+    from tracking.network.api import load_weights
+
+    monkeypatch.setattr(export, "THRESHOLD_CANDIDATES", (0.01, 0.05))
+    monkeypatch.setattr(export, "NOISE_MARGINS", (0.0, 1.0))
+    monkeypatch.setattr(export, "TUNING_SEQUENCES", (("still_hand", 100, True),))
+    chosen, trials = export.tune_gate(load_weights())
+    assert [(t.threshold, t.noise_margin) for t in trials] == [(0.01, 0.0), (0.05, 0.0), (0.01, 1.0), (0.05, 1.0)]
+    passing = [t for t in trials if t.agreement >= 0.0]
+    assert passing, trials
+    assert chosen in passing and chosen.mac_ratio == min(t.mac_ratio for t in passing)
+    # A floor that ignores sensor noise executes fewer MACs on a still scene than none at the same ε.
+    assert trials[2].mac_ratio < trials[0].mac_ratio

@@ -122,6 +122,21 @@ def test_bad_options_give_one_clear_line_and_a_nonzero_exit(args, message):
     assert "Traceback" not in done.stderr
 
 
+def test_prerender_is_refused_for_a_source_that_is_not_rendered(tmp_path):
+    import cv2
+    import numpy as np
+
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, (320, 240), False)
+    for i in range(3):
+        writer.write(np.full((240, 320), 40 * i, np.uint8))
+    writer.release()
+    done = _run("--source", f"video:{path}", "--prerender", "--no-publish", timeout=120)
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "synthetic sources only" in lines[0], done.stderr
+
+
 def test_a_slow_tracker_gets_the_next_captured_frame_and_superseded_frames_are_not_rendered(monkeypatch):
     """Paced synthetic source, a reader that takes 3 frame periods per frame: it is handed only frames due after it
     asks (none rendered for nothing), the frames skipped meanwhile are counted, and every frame is accounted for."""

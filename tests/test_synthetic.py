@@ -406,3 +406,16 @@ def test_boxes_hide_what_is_behind_them_but_not_their_own_front():
         alone = World(world.walls, (box,), world.landmarks_world, world.landmark_kinds)
         hidden = alone.occluded_by_boxes(eye, np.array([behind, front, beside]))
         assert hidden.tolist() == [True, False, False], box.name
+
+
+def test_prerendered_frames_are_the_rendered_frames_and_cost_no_rendering(monkeypatch):
+    source = open_source("synthetic:still_hand", seconds=0.1, seed=4)
+    rendered = [source.frame(seq) for seq in range(len(source))]
+    counted = []
+    source.prerender(counted.append)
+    assert sum(counted) == len(source)
+    monkeypatch.setattr(source, "render", lambda *a, **k: pytest.fail("rendered after prerender"))
+    for seq, frame in enumerate(rendered):
+        again = source.frame(seq)
+        assert again.t_ns == frame.t_ns and np.array_equal(again.images, frame.images)
+        assert np.array_equal(again.imu, frame.imu)

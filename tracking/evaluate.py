@@ -252,12 +252,25 @@ def cover_both_cameras(frames: list) -> list:
     return out
 
 
-def network_keypoints(frames: list) -> list[tuple]:
-    """The shipped keypoint network's keypoints of every frame (skip-convolution engine, its own threshold)."""
+def network_keypoints(frames: list, skip: bool = True) -> list[tuple]:
+    """The shipped keypoint network's keypoints of every frame: the skip-convolution engine at its own threshold,
+    or (``skip=False``) the same weights run densely."""
     from tracking.providers import NetworkKeypointProvider
 
-    provider = NetworkKeypointProvider()
+    provider = NetworkKeypointProvider(skip=skip)
     return [provider(frame) for frame in frames]
+
+
+def pose_difference_mm(a: Run, b: Run) -> dict[str, float]:
+    """Head position difference (mm) between two runs over the same frames, where both tracked the position:
+    median, 95th percentile and maximum (no alignment: both runs start from the same first frame)."""
+    b_tracked = {t: T for t, T, tracked in zip(b.t_ns, b.est, b.tracked, strict=True) if tracked}
+    diffs = [1e3 * float(np.linalg.norm(T[:3, 3] - b_tracked[t][:3, 3]))
+             for t, T, tracked in zip(a.t_ns, a.est, a.tracked, strict=True) if tracked and t in b_tracked]  # fmt: skip
+    if not diffs:
+        return {"median": float("nan"), "p95": float("nan"), "max": float("nan"), "frames": 0}
+    return {"median": float(np.median(diffs)), "p95": float(np.percentile(diffs, 95)), "max": float(np.max(diffs)),
+            "frames": len(diffs)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,10 +285,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tum-dir", type=Path, default=None, help="write gt.tum and est.tum here")
     parser.add_argument("--keypoints", choices=("truth", "network"), default="truth",
                         help="truth keypoints with 0.5 px noise (default) or the shipped keypoint network")  # fmt: skip
+    parser.add_argument("--dense", action="store_true", help="with --keypoints network: run the network densely "
+                        "(the baseline, same weights)")  # fmt: skip
+    parser.add_argument("--vs-dense", action="store_true", help="with --keypoints network: also track with the dense "
+                        "network's keypoints and report the head position difference (skip_vs_dense_mm)")  # fmt: skip
     parser.add_argument("--cover", choices=("scenario", "both"), default="scenario",
                         help="'both': where the scenario covers one camera, cover both (tracking is lost and must "
                         "relocalize)")  # fmt: skip
     args = parser.parse_args(argv)
+    if (args.dense or args.vs_dense) and args.keypoints != "network":
+        parser.error("--dense and --vs-dense apply to --keypoints network")
+    if args.dense and args.vs_dense:
+        parser.error("--vs-dense compares the skip network with the dense one; leave out --dense")
     logging.basicConfig(level=logging.ERROR)
     from hardware import open_source
 
@@ -288,12 +309,18 @@ def main(argv: list[str] | None = None) -> int:
             frames = list(source)
         if args.cover == "both":
             frames = cover_both_cameras(frames)
-        keypoints = network_keypoints(frames) if args.keypoints == "network" else None
+        keypoints = network_keypoints(frames, skip=not args.dense) if args.keypoints == "network" else None
         runs = {"no_exit": run_tracker(frames, rig, gates_path=None, keypoints=keypoints)}
         if not args.no_exit:
             runs["exit"] = run_tracker(frames, rig, args.gates, args.threshold, keypoints)
         main_run = runs["no_exit" if args.no_exit else "exit"]
         metrics = run_metrics(main_run, rate)
+        if args.vs_dense:
+            dense_keypoints = network_keypoints(frames, skip=False)
+            gates = None if args.no_exit else args.gates
+            dense_run = run_tracker(frames, rig, gates, args.threshold, dense_keypoints)
+            metrics["skip_vs_dense_mm"] = pose_difference_mm(main_run, dense_run)
+            metrics["dense_head_ate_m"] = run_metrics(dense_run, rate)["head_ate_m"]
         full = run_metrics(runs["no_exit"], rate)
         metrics["refine_saving"] = full["refine_cost"] / max(metrics["refine_cost"], 1)
         compared = ("head_ate_m", "head_ate_deg", "head_rpe_m", "hand_mpjpe_mm", "hand_mpjpe_tracked_mm")
@@ -304,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds=args.seconds,
             early_exit=not args.no_exit,
             keypoints=args.keypoints,
+            network=None if args.keypoints != "network" else "dense" if args.dense else "skip",
             cover=args.cover,
         )
     except SkipTrackError as exc:

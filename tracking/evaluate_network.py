@@ -31,7 +31,7 @@ from hardware import open_source
 from skiptrack_types import Frame, Gap
 from tracking.keypoints import Keypoints
 from tracking.network import metrics
-from tracking.network.api import GateSettings, KeypointModel, load_weights
+from tracking.network.api import GATE_FILE, GateSettings, KeypointModel, load_weights
 from tracking.network.data import teacher_corners
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,8 @@ def evaluate_network(
     synthetic = source_uri.startswith("synthetic:")
     options = {"seed": seed, "seconds": seconds} if synthetic else {}
     source = open_source(source_uri, **options)
-    settings = GateSettings.load()
+    # The gate settings chosen with these weights: the file beside them (the shipped one for the shipped weights).
+    settings = GateSettings.load(GATE_FILE if weights is None else Path(weights).with_name(GATE_FILE.name))
     threshold = settings.threshold if threshold is None else threshold
     network = load_weights(weights) if weights is not None else load_weights()
     skip_models: list[KeypointModel] = []

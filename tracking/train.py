@@ -37,7 +37,7 @@ DEFAULT_WORK_DIR = Path(os.environ.get("SKIPTRACK_CACHE", Path.home() / ".cache"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tracking.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=450, help="optimizer steps (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=10000, help="optimizer steps (default: %(default)s)")
     p.add_argument("--pairs", type=int, default=4, help="view pairs per step (2 images each; default: %(default)s)")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the cosine schedule")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights' init and of the data")

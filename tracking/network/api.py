@@ -27,7 +27,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 WEIGHTS_FILE = WEIGHTS_DIR / "keypoint_net.pt"
 """The shipped weights: an fp16 state dict of ``KeypointNet``."""
 GATE_FILE = WEIGHTS_DIR / "keypoint_net_gate.json"
-"""The gate threshold ε chosen for the shipped weights (``tracking.network.export.tune_threshold``)."""
+"""The gate threshold ε chosen for the shipped weights (``tracking.network.export.tune_gate``)."""
 MIN_SIDE = 16
 """Smallest image side the network accepts."""
 
