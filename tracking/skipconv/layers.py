@@ -30,6 +30,13 @@ if TYPE_CHECKING:
 
 CL = torch.channels_last
 
+CAMERA_WIDE_CHANGE = 0.25
+"""A convolution reading the camera whose gate fires on more than this share of its outputs refreshes from the true
+input everywhere (exact), whatever its break-even: a change that wide is head motion or a lighting change, not the
+local change the gate is for, and the blocks it would hold back have changed too, only by less than ε, under
+everything downstream. A first layer costs about 1 % of a network, so the refresh costs little over the sparse
+run it replaces."""
+
 
 @dataclass
 class Context:
@@ -463,13 +470,17 @@ class ConvLayer(Layer):
         if n == 0:
             self.next_streak = self.DENSE_STREAK
             self._record(Path.IDLE, 0, 0, dense_macs)
-        elif n > self.break_even * ho * wo:
+        elif n > (min(self.break_even, CAMERA_WIDE_CHANGE) if self.inputs == [0] else self.break_even) * ho * wo:
+            # Past break-even a dense run costs less than the sparse one, and it might as well read the true input
+            # everywhere: the same MACs, and no block the gate held back stays stale (under head motion those held
+            # blocks decide which weak keypoint peaks win). The consumers recompute densely too.
             self._start_streak()
-            self.out = self._dense(ctx)
+            self._refresh(x, ctx)
             ctx.add_time("dense", t)
             self._record(Path.DENSE, n, dense_macs, dense_macs)
-            # Past break-even the consumers are better off recomputing densely too than walking the long list.
-            active = EVERYWHERE
+            self.stats.updated_inputs = hi * wi
+            self.stats.pending_inputs = self.pending_count
+            return EVERYWHERE
         else:
             self.next_streak = self.DENSE_STREAK
             self._sparse(active, self.writable(), ctx)
