@@ -490,23 +490,35 @@ def test_model_hands_over_to_the_folded_graph_while_every_convolution_runs_dense
     assert gated[0] == 1 and max(gated) == handover + convert_module.FOLDED_FRAMES + 1  # key frame, then gating
 
 
+def _two_frames(seed: int, threshold: float, break_even: float, change) -> tuple[nn.Module, object, torch.Tensor]:
+    """A 3x3-ReLU-3x3 model converted at ``threshold``/``break_even``, run on a frame and then on ``change(frame)``;
+    returns (model, skip model, second frame)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1)).eval()
+    skip = convert(model, threshold=threshold, break_even=break_even)
+    x = 0.5 + 0.5 * torch.rand(1, 1, 24, 32)
+    skip(x)
+    moved = x.clone()
+    change(moved)
+    skip(moved)
+    return model, skip, moved
+
+
 def _first_and_second(skip) -> tuple[ConvLayer, ConvLayer]:
     convs = [layer for layer in skip.layers if isinstance(layer, ConvLayer)]
     return convs[0], convs[1]
 
 
+def _half_moves(x: torch.Tensor) -> None:
+    x[..., :16] *= 1.05
+    x[..., 16:] *= 1.005
+
+
 def test_a_camera_wide_change_refreshes_the_first_layer_exactly() -> None:
     """Half the image changes by 5 %, the other half by 0.5 % (under ε): the first layer fires on more than
     CAMERA_WIDE_CHANGE of its outputs, so it recomputes from the true input everywhere, the held-back half too."""
-    torch.manual_seed(7)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1)).eval()
-    skip = convert(model, threshold=0.02, break_even=1.0)  # without the rule the first layer would stay sparse
-    x = 0.5 + 0.5 * torch.rand(1, 1, 24, 32)
-    skip(x)
-    moved = x.clone()
-    moved[..., :16] *= 1.05
-    moved[..., 16:] *= 1.005
-    skip(moved)
+    # break_even 1.0: without the rule the first layer would stay sparse
+    _, skip, moved = _two_frames(7, 0.02, 1.0, _half_moves)
     first, _ = _first_and_second(skip)
     assert first.stats.path.name == "DENSE"
     want = F.relu(F.conv2d(moved, first.weight, first.bias, padding=1))
@@ -514,31 +526,25 @@ def test_a_camera_wide_change_refreshes_the_first_layer_exactly() -> None:
     assert torch.equal(first.xhat, moved.contiguous(memory_format=torch.channels_last))
 
 
+def _patch_moves(x: torch.Tensor) -> None:
+    x[..., 4:8, 4:8] *= 1.5
+
+
 def test_a_local_change_keeps_the_first_layer_sparse() -> None:
-    torch.manual_seed(7)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1)).eval()
-    skip = convert(model, threshold=0.02, break_even=1.0)
-    x = 0.5 + 0.5 * torch.rand(1, 1, 24, 32)
-    skip(x)
-    moved = x.clone()
-    moved[..., 4:8, 4:8] *= 1.5
-    skip(moved)
+    _, skip, _ = _two_frames(7, 0.02, 1.0, _patch_moves)
     first, _ = _first_and_second(skip)
     assert first.stats.path.name == "SPARSE"
     assert first.stats.active_fraction < 0.25
 
 
+def _left_moves(x: torch.Tensor) -> None:
+    x[..., :, :20] += 0.3 * torch.rand(1, 1, 24, 20)
+    x[..., :, 20:] *= 1.002  # under ε: the gate alone would hold these inputs back
+
+
 def test_a_layer_past_break_even_recomputes_from_its_true_input() -> None:
     """A dense run past break-even adopts the true input as its reference: nothing the gate held back stays stale."""
-    torch.manual_seed(8)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1)).eval()
-    skip = convert(model, threshold=0.05, break_even=0.05)
-    x = 0.5 + 0.5 * torch.rand(1, 1, 24, 32)
-    skip(x)
-    moved = x.clone()
-    moved[..., :, :20] += 0.3 * torch.rand(1, 1, 24, 20)
-    moved[..., :, 20:] *= 1.002  # under ε: the gate alone would hold these inputs back
-    skip(moved)
+    model, skip, moved = _two_frames(8, 0.05, 0.05, _left_moves)
     first, second = _first_and_second(skip)
     assert second.stats.path.name == "DENSE"
     assert float((second.xhat - first.out).abs().max()) == 0.0
