@@ -19,7 +19,7 @@ from tracking.network.model import KeypointNet
 
 log = logging.getLogger(__name__)
 
-THRESHOLD_CANDIDATES = (0.01, 0.02, 0.03, 0.05, 0.06, 0.08, 0.1, 0.12)
+THRESHOLD_CANDIDATES = (0.01, 0.02, 0.03, 0.05, 0.06, 0.07, 0.08, 0.1)
 """Global gate ε values tried (ε = 0 is exact by construction, so needs no trial)."""
 NOISE_MARGINS = (0.0, 1.0)
 """Sensor-noise floors tried for the layers that read the camera (0: none; see tracking.skipconv.convert)."""
