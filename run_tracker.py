@@ -351,12 +351,22 @@ def _account(stats: RunStats, frame: Frame, result) -> None:
                 stats.hand_gt.append(truth.joints_world)
 
 
+PRERENDER_MAX_BYTES = 4_000_000_000
+"""The most image memory --prerender may hold (a 60 Hz stereo 320x240 source: about 4 minutes)."""
+
+
 def prerender(args: argparse.Namespace, source) -> None:
     """--prerender: render a synthetic source's frames before the clock starts."""
     from hardware.synthetic import SyntheticSource
 
     if not isinstance(source, SyntheticSource):
         raise SkipTrackError("--prerender applies to synthetic sources only (other sources are not rendered)")
+    needed = len(source) * sum(image.nbytes for image in source.frame(0).images)
+    if needed > PRERENDER_MAX_BYTES:
+        raise SkipTrackError(
+            f"--prerender would hold {needed / 1e9:.1f} GB of frames ({len(source)} frames); give --seconds to "
+            f"render at most {PRERENDER_MAX_BYTES / 1e9:.0f} GB, or leave out --prerender"
+        )
     if args.no_progress:
         source.prerender()
         return

@@ -13,7 +13,7 @@ import pytest
 
 import hardware
 from bridge import Subscriber
-from skiptrack_types import HeadPose
+from skiptrack_types import HeadPose, SkipTrackError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -135,6 +135,16 @@ def test_prerender_is_refused_for_a_source_that_is_not_rendered(tmp_path):
     assert done.returncode != 0
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "synthetic sources only" in lines[0], done.stderr
+
+
+def test_prerender_refuses_more_frames_than_memory_allows(monkeypatch):
+    import run_tracker
+
+    monkeypatch.setattr(run_tracker, "PRERENDER_MAX_BYTES", 1_000_000)
+    args = run_tracker.build_parser().parse_args(["--prerender", "--no-progress"])
+    source = hardware.open_source("synthetic:still_hand", seconds=1.0)
+    with pytest.raises(SkipTrackError, match="--seconds"):
+        run_tracker.prerender(args, source)
 
 
 def test_a_slow_tracker_gets_the_next_captured_frame_and_superseded_frames_are_not_rendered(monkeypatch):

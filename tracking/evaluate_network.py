@@ -85,8 +85,9 @@ def evaluate_network(
     synthetic = source_uri.startswith("synthetic:")
     options = {"seed": seed, "seconds": seconds} if synthetic else {}
     source = open_source(source_uri, **options)
-    # The gate settings chosen with these weights: the file beside them (the shipped one for the shipped weights).
-    settings = GateSettings.load(GATE_FILE if weights is None else Path(weights).with_name(GATE_FILE.name))
+    # The gate settings chosen with these weights: the file beside them, else the shipped one.
+    beside = None if weights is None else Path(weights).with_name(GATE_FILE.name)
+    settings = GateSettings.load(beside if beside is not None and beside.is_file() else GATE_FILE)
     threshold = settings.threshold if threshold is None else threshold
     network = load_weights(weights) if weights is not None else load_weights()
     skip_models: list[KeypointModel] = []
