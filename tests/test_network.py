@@ -81,6 +81,14 @@ def test_detect_points_recovers_a_subpixel_peak(x0, y0):
     assert scores[0] > DecodeConfig().detection_threshold
 
 
+def test_a_peak_shared_by_two_pixels_gives_one_point_between_them():
+    prob = torch.zeros(24, 32)
+    prob[10, 10] = prob[10, 11] = 0.5  # a point midway between two pixels of a row
+    prob[3, 20] = prob[5, 20] = 0.3  # two pixels apart in a column: one window, one point
+    points, _ = detect_points(prob, DecodeConfig())
+    assert sorted(points.tolist()) == [[10.5, 10.0], [20.0, 4.0]]
+
+
 def test_decode_hands_recovers_subpixel_joints_and_skips_absent_hands():
     rng = np.random.default_rng(0)
     truth = rng.uniform([20, 20], [300, 220], (21, 2))

@@ -8,7 +8,6 @@ same as OpenCV's projections and the synthetic world's truth. Cell (i, j) of a s
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import cv2
@@ -59,14 +58,12 @@ def detect_points(prob: torch.Tensor, config: DecodeConfig) -> tuple[np.ndarray,
     h, w = p.shape
     r = config.nms_radius
     mass_map = cv2.boxFilter(p, -1, (3, 3), normalize=False, borderType=cv2.BORDER_CONSTANT)  # zero outside
-    # A vanishing ramp breaks exact ties (a point midway between two pixels) so that one peak survives, not two.
     # The local maximum is OpenCV's dilation (outside the image counts as -inf, as in max pooling).
-    key = mass_map.astype(np.float64) + _tie_ramp(h, w)
-    peaks = key == cv2.dilate(key, np.ones((2 * r + 1, 2 * r + 1), np.uint8))
+    peaks = mass_map == cv2.dilate(mass_map, np.ones((2 * r + 1, 2 * r + 1), np.uint8))
     peaks &= mass_map > config.detection_threshold
     b = config.border
     peaks[:b], peaks[h - b :], peaks[:, :b], peaks[:, w - b :] = False, False, False, False
-    ys, xs = np.nonzero(peaks)
+    ys, xs = np.divmod(_break_ties(mass_map, np.flatnonzero(peaks), r), w)  # 2-D np.nonzero is 10x slower
     scores = mass_map[ys, xs]
     order = np.argsort(-scores, kind="stable")[: config.max_points]
     ys, xs, scores = ys[order], xs[order], scores[order]
@@ -80,9 +77,19 @@ def detect_points(prob: torch.Tensor, config: DecodeConfig) -> tuple[np.ndarray,
     return points.astype(np.float32), scores.astype(np.float32)
 
 
-@functools.cache
-def _tie_ramp(h: int, w: int) -> np.ndarray:
-    return np.arange(h * w, dtype=np.float64).reshape(h, w) * 1e-15
+def _break_ties(mass_map: np.ndarray, peaks: np.ndarray, r: int) -> np.ndarray:
+    """Of the window maxima ``peaks`` (flat indices), drop those sharing their value with a pixel later in raster
+    order within their window (a point midway between two pixels), as a vanishing ramp added to the map would: one
+    peak survives, not two. Only the maxima's windows are read, in a copy of the map padded with -inf."""
+    h, w = mass_map.shape
+    padded = np.pad(mass_map, r, constant_values=-np.inf).ravel()
+    pw = w + 2 * r
+    offsets = (np.arange(-r, r + 1)[:, None] * pw + np.arange(-r, r + 1)[None, :]).ravel()
+    later = offsets > 0  # row-major: a later row, or the same row further right
+    centres = (peaks // w + r) * pw + peaks % w + r
+    values = padded[centres[:, None] + offsets[later][None, :]]
+    beaten = (values == padded[centres][:, None]).any(axis=1)
+    return peaks[~beaten]
 
 
 def sample_descriptors(descriptors: torch.Tensor, points_px: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
