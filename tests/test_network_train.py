@@ -58,7 +58,7 @@ def test_gate_tuning_picks_the_fewest_macs_that_keep_the_agreement(monkeypatch):
     monkeypatch.setattr(export, "TUNING_SEQUENCES", (("still_hand", 100, True),))
     chosen, trials = export.tune_gate(load_weights())
     assert [(t.threshold, t.noise_margin) for t in trials] == [(0.01, 0.0), (0.05, 0.0), (0.01, 1.0), (0.05, 1.0)]
-    passing = [t for t in trials if t.agreement >= 0.0]
+    passing = [t for t in trials if t.agreement_margin >= 0.0]
     assert passing, trials
     assert chosen in passing and chosen.mac_ratio == min(t.mac_ratio for t in passing)
     # A floor that ignores sensor noise executes fewer MACs on a still scene than none at the same ε.

@@ -44,7 +44,7 @@ EVALUATION_RUNS = (("synthetic:seated", 7), ("synthetic:still_hand", 7))
 class GateTrial:
     threshold: float
     noise_margin: float
-    agreement: float
+    agreement_margin: float  # worst over the tuning sequences of (agreement - the sequence's requirement)
     mac_ratio: float
 
 
@@ -91,7 +91,7 @@ def tune_gate(model: KeypointNet, video: Path | None = None) -> tuple[GateTrial,
     """The (ε, noise margin) of ``THRESHOLD_CANDIDATES`` x ``NOISE_MARGINS`` that executes the fewest MACs
     (summed over the tuning sequences) while its skip keypoints agree with the dense ones (within 1 px) as often
     as each tuning sequence requires (``tuning_sequences``); ε = 0 without a floor (exact) when none does.
-    A trial's ``agreement`` is its worst margin over the requirement (≥ 0: passes)."""
+    A trial passes when its ``agreement_margin`` is ≥ 0."""
     sequences = tuning_sequences(model, video)
     trials = []
     for noise_margin in NOISE_MARGINS:
@@ -114,9 +114,9 @@ def tune_gate(model: KeypointNet, video: Path | None = None) -> tuple[GateTrial,
                 worst = min(worst, (agree / total if total else 1.0) - sequence.required)
             trial = GateTrial(threshold, noise_margin, worst, macs / dense_macs if dense_macs else 1.0)
             log.info("gate ε %.3f, noise margin %.1f: agreement margin %+.4f, MAC ratio %.3f", threshold,
-                     noise_margin, trial.agreement, trial.mac_ratio)  # fmt: skip
+                     noise_margin, trial.agreement_margin, trial.mac_ratio)  # fmt: skip
             trials.append(trial)
-    passing = [t for t in trials if t.agreement >= 0.0]
+    passing = [t for t in trials if t.agreement_margin >= 0.0]
     chosen = min(passing, key=lambda t: (t.mac_ratio, -t.threshold)) if passing else GateTrial(0.0, 0.0, 1.0, 1.0)
     return chosen, trials
 
@@ -177,7 +177,7 @@ def model_card(summary: dict, gate: dict, evaluations: list[dict]) -> str:
                     + " | ".join(_fmt(e.get(c)) for c in columns) + " |")  # fmt: skip
     losses = summary.get("final_losses", {})
     trials = "\n".join(
-        f"| {t['threshold']:.3f} | {t.get('noise_margin', 0.0):.1f} | {t['agreement']:.4f} | {t['mac_ratio']:.3f} |"
+        f"| {t['threshold']:.3f} | {t['noise_margin']:.1f} | {t['agreement_margin']:+.4f} | {t['mac_ratio']:.3f} |"
         for t in gate.get("trials", [])
     )
     return f"""# Keypoint network weights (tracking/weights/keypoint_net.pt)
