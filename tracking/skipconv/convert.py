@@ -151,7 +151,7 @@ class SkipModel:
         self._resolution: tuple[int, int] | None = None
         self._break_evens: dict[tuple[int, int], dict[str, float]] = {}
         self._convs = [layer for layer in layers if isinstance(layer, ConvLayer)]
-        fed = [c for c in self._convs if c.inputs == [0]]
+        fed = [c for c in self._convs if c.reads_camera]
         self.in_channels = fed[0].in_channels if fed else None
         self._first_conv = layers.index(self._convs[0]) if self._convs else None
         self._first_changes: Positions = EVERYWHERE

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 CL = torch.channels_last
 
+NOISE_FALSE_FIRE = 1e-4
+"""Probability that sensor noise alone fires a gate block of a layer reading the camera (where the floor sits)."""
+
 CAMERA_WIDE_CHANGE = 0.25
 """A convolution reading the camera whose gate fires on more than this share of its outputs refreshes from the true
 input everywhere (exact), whatever its break-even: a change that wide is head motion or a lighting change, not the
@@ -219,14 +222,6 @@ def _chi2_quantile(q: float, dof: int) -> float:
     return float(scipy.stats.chi2.ppf(q, dof)) / dof
 
 
-@functools.cache
-def _chi2_tail_over_mean(dof: int, p_false: float = 1e-4) -> float:
-    """The (1 - p_false)-quantile of a chi-square variable with ``dof`` degrees of freedom, divided by its mean."""
-    import scipy.stats  # see _chi2_quantile
-
-    return float(scipy.stats.chi2.isf(p_false, dof)) / dof
-
-
 class ConvLayer(Layer):
     """A Conv2d (BatchNorm folded in) with an optional fused activation, run as a skip convolution.
 
@@ -274,6 +269,11 @@ class ConvLayer(Layer):
         self.next_streak = self.DENSE_STREAK
         self.sigma = 0.0
         self.eps2_block = 0.0
+
+    @property
+    def reads_camera(self) -> bool:
+        """Whether this convolution reads the model's input (its gate has the sensor-noise floor)."""
+        return self.inputs == [0]
 
     @property
     def block(self) -> int:
@@ -420,23 +420,19 @@ class ConvLayer(Layer):
             # Without a threshold every changed input updates X̂, and right after the gate itself asked for a
             # refresh the next frames most likely will too: past break-even, skip the bookkeeping.
             self.dense_frames_left = max(0, self.dense_frames_left - 1)
-            self._refresh(x, ctx)
-            ctx.add_time("dense", t)
-            self._record(Path.DENSE, ho * wo, dense_macs, dense_macs)
-            self.stats.updated_inputs = hi * wi
-            return EVERYWHERE
+            return self._refresh_dense(x, ctx, t, ho * wo, dense_macs)
         if self.xhat_shared:
             self.xhat_hwc = self.xhat_hwc.clone()
             self.xhat = wrap(self.xhat_hwc)
             self.xhat_shared = False
         scratch = ctx.scratch
         eps2 = self.eps2_block
-        if eps2 > 0.0 and self.inputs == [0] and ctx.noise_margin > 0.0:
+        if eps2 > 0.0 and self.reads_camera and ctx.noise_margin > 0.0:
             # Reading the camera: a block must not fire on sensor noise alone (ε > 0 only; ε = 0 stays exact).
             # Noise alone gives a block an energy of noise_energy · field on average, chi-square distributed with
             # field · C degrees of freedom: the floor sits at its 1-in-10⁴ tail, which a block of few pixels
             # reaches at a larger multiple of the mean than a block of many.
-            tail = _chi2_tail_over_mean(self.block_field * self.in_channels)
+            tail = _chi2_quantile(1.0 - NOISE_FALSE_FIRE, self.block_field * self.in_channels)
             eps2 = max(eps2, ctx.noise_margin * tail * ctx.noise_energy * self.block_field)
         everywhere = change is EVERYWHERE or self.energy_stale
         self.energy_stale = False
@@ -459,28 +455,17 @@ class ConvLayer(Layer):
             self.pending_count,
         )
         t = ctx.add_time("mask", t)
-        if refresh:
-            self._start_streak()
-            self._refresh(x, ctx)
-            ctx.add_time("dense", t)
-            self._record(Path.DENSE, ho * wo, dense_macs, dense_macs)
-            self.stats.updated_inputs = hi * wi
-            return EVERYWHERE
         n = active.numel()
-        if n == 0:
-            self.next_streak = self.DENSE_STREAK
-            self._record(Path.IDLE, 0, 0, dense_macs)
-        elif n > (min(self.break_even, CAMERA_WIDE_CHANGE) if self.inputs == [0] else self.break_even) * ho * wo:
+        dense_above = min(self.break_even, CAMERA_WIDE_CHANGE) if self.reads_camera else self.break_even
+        if refresh or n > dense_above * ho * wo:
             # Past break-even a dense run costs less than the sparse one, and it might as well read the true input
             # everywhere: the same MACs, and no block the gate held back stays stale (under head motion those held
             # blocks decide which weak keypoint peaks win). The consumers recompute densely too.
             self._start_streak()
-            self._refresh(x, ctx)
-            ctx.add_time("dense", t)
-            self._record(Path.DENSE, n, dense_macs, dense_macs)
-            self.stats.updated_inputs = hi * wi
-            self.stats.pending_inputs = self.pending_count
-            return EVERYWHERE
+            return self._refresh_dense(x, ctx, t, ho * wo if refresh else n, dense_macs)
+        if n == 0:
+            self.next_streak = self.DENSE_STREAK
+            self._record(Path.IDLE, 0, 0, dense_macs)
         else:
             self.next_streak = self.DENSE_STREAK
             self._sparse(active, self.writable(), ctx)
@@ -504,6 +489,14 @@ class ConvLayer(Layer):
         self._record(Path.SPARSE if count else Path.IDLE, count, count * self.macs_per_position, dense_macs)
         self.stats.updated_inputs = count
         return change
+
+    def _refresh_dense(self, x: Layer, ctx: Context, since: float, active: int, dense_macs: int) -> Positions:
+        """X̂ = X everywhere and a dense run, recorded with ``active`` outputs; every output changed."""
+        self._refresh(x, ctx)
+        ctx.add_time("dense", since)
+        self._record(Path.DENSE, active, dense_macs, dense_macs)
+        self.stats.updated_inputs = x.size[0] * x.size[1]
+        return EVERYWHERE
 
     def _start_streak(self) -> None:
         self.dense_frames_left = self.next_streak
