@@ -352,7 +352,7 @@ def _account(stats: RunStats, frame: Frame, result) -> None:
 
 
 PRERENDER_MAX_BYTES = 4_000_000_000
-"""The most image memory --prerender may hold (a 60 Hz stereo 320x240 source: about 4 minutes)."""
+"""The most image memory --prerender may hold (a 60 Hz stereo 320x240 source: about 7 minutes)."""
 
 
 def prerender(args: argparse.Namespace, source) -> None:
@@ -361,7 +361,7 @@ def prerender(args: argparse.Namespace, source) -> None:
 
     if not isinstance(source, SyntheticSource):
         raise SkipTrackError("--prerender applies to synthetic sources only (other sources are not rendered)")
-    needed = len(source) * sum(image.nbytes for image in source.frame(0).images)
+    needed = len(source) * sum(camera.width * camera.height for camera in source.rig.cameras)  # uint8 images
     if needed > PRERENDER_MAX_BYTES:
         raise SkipTrackError(
             f"--prerender would hold {needed / 1e9:.1f} GB of frames ({len(source)} frames); give --seconds to "
