@@ -82,12 +82,20 @@ class RunStats:
     gt: list[np.ndarray] = field(default_factory=list)
     hand_est: list[np.ndarray] = field(default_factory=list)
     hand_gt: list[np.ndarray] = field(default_factory=list)
-    started: float = field(default_factory=time.perf_counter)
+    started: float | None = None
+    finished: float | None = None
     heads_published: int = 0
     has_truth: bool = False
 
+    def start(self) -> None:
+        """The clock of ``fps`` starts here, once the source, network and tracker are ready: loading them (and
+        --prerender) is not tracking time."""
+        self.started = time.perf_counter()
+
     def fps(self) -> float:
-        elapsed = time.perf_counter() - self.started
+        if self.started is None:
+            return 0.0
+        elapsed = (self.finished or time.perf_counter()) - self.started
         return self.frames / elapsed if elapsed > 0 else 0.0
 
     def latency_p(self, q: float) -> float:
@@ -279,6 +287,7 @@ def run(args: argparse.Namespace, stats: RunStats | None = None) -> dict[str, ob
                 if progress is not None:
                     progress.update(n)
 
+            stats.start()
             try:
                 for item in camera_frames(source, pacer, skipped) if on_demand else source:
                     if isinstance(item, Gap):
@@ -308,6 +317,7 @@ def run(args: argparse.Namespace, stats: RunStats | None = None) -> dict[str, ob
             except KeyboardInterrupt:
                 log.warning("interrupted: stopping cleanly")
             finally:
+                stats.finished = time.perf_counter()
                 if progress is not None:
                     progress.close()
             stats.heads_published = outputs.heads_published

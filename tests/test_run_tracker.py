@@ -173,3 +173,31 @@ def test_a_slow_tracker_gets_the_next_captured_frame_and_superseded_frames_are_n
     assert rendered == delivered  # nothing rendered only to be dropped
     assert delivered == sorted(set(delivered)) and len(delivered) < len(source) / 2
     assert len(delivered) + sum(skipped) == len(source)
+
+
+def test_frame_rate_counts_tracking_time_only(monkeypatch):
+    """fps is frames over the time from the first frame to the last: loading the network, building the tracker
+    and --prerender happen before its clock starts."""
+    import time
+
+    import run_tracker
+
+    prerender = run_tracker.prerender
+    prerendered_at = []
+
+    def timed_prerender(args, source):
+        prerender(args, source)
+        time.sleep(0.5)  # a slow start-up must not lower the frame rate
+        prerendered_at.append(time.perf_counter())
+
+    monkeypatch.setattr(run_tracker, "prerender", timed_prerender)
+    args = run_tracker.build_parser().parse_args(
+        ["--source", "synthetic:still_hand", "--keypoints", "truth", "--seconds", "0.5", "--fast", "--prerender",
+         "--no-publish", "--no-progress"]  # fmt: skip
+    )
+    stats = run_tracker.RunStats()
+    assert stats.fps() == 0.0  # not started
+    summary = run_tracker.run(args, stats)
+    assert prerendered_at and stats.started > prerendered_at[0]
+    assert stats.finished > stats.started
+    assert summary["fps"] == round(stats.frames / (stats.finished - stats.started), 2)
