@@ -191,10 +191,8 @@ def test_frame_rate_counts_tracking_time_only(monkeypatch):
         prerendered_at.append(time.perf_counter())
 
     monkeypatch.setattr(run_tracker, "prerender", timed_prerender)
-    args = run_tracker.build_parser().parse_args(
-        ["--source", "synthetic:still_hand", "--keypoints", "truth", "--seconds", "0.5", "--fast", "--prerender",
-         "--no-publish", "--no-progress"]  # fmt: skip
-    )
+    argv = "--source synthetic:still_hand --keypoints truth --seconds 0.5 --fast --prerender --no-publish"
+    args = run_tracker.build_parser().parse_args([*argv.split(), "--no-progress"])
     stats = run_tracker.RunStats()
     assert stats.fps() == 0.0  # not started
     summary = run_tracker.run(args, stats)
