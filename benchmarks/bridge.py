@@ -10,12 +10,19 @@ behind it, as it would in a real client. A deliberately slow subscriber (separat
 stands for a background consumer such as a logger) reads one message every 100 ms and never keeps up.
 
 Runs: tcp loopback and ipc, each with and without the slow subscriber, ``--repeats`` times; the summary holds the
-median of each number over the repeats. Besides wall time per publish call, each call's context switches are
-counted (getrusage per thread): a voluntary one means the call waited for something (a lock, the GIL, I/O) and
-``sends_that_waited`` must be 0; an involuntary one means the OS preempted the thread (on a busy machine this says
-nothing about the bridge), so ``send_us_max_not_preempted`` is the longest call that was not preempted.
-``publish_us_back_to_back`` is the cost of a publish call made in a tight loop (warm caches), the bridge's own
-share of a call made after a 1 ms sleep. Prints JSON (and writes it to OUT).
+median of each number over the repeats. Each repeat also measures this machine's floor, ``tcp_raw_zeromq``: the
+same frames (bytes from our encoder, publish time patched in), rate, processes and slow subscriber, on plain pyzmq
+sockets with none of the bridge's code (no Publisher, no decode: the subscriber reads the publish time at its
+offset). On a virtual machine whose host takes its CPUs away for a millisecond or two at a time, which the guest
+cannot see, the floor's p99 says how much of the bridge's p99 is the machine; ``machine_stalls`` (before and after
+the runs) counts those stalls.
+
+Besides wall time per publish call, each call's context switches are counted (getrusage per thread): a voluntary one
+means the call waited for something (a lock, the GIL, I/O) and ``sends_that_waited`` must be 0; an involuntary one
+means the OS preempted the thread (on a busy machine this says nothing about the bridge), so
+``send_us_max_not_preempted`` is the longest call that was not preempted. ``publish_us_back_to_back`` is the cost of
+a publish call made in a tight loop (warm caches), the bridge's own share of a call made after a 1 ms sleep. Prints
+JSON (and writes it to OUT).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import os  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
+import struct  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
@@ -42,10 +50,11 @@ import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
 from bridge.demo import hand_pose, head_pose  # noqa: E402
-from bridge.protocol import POSE_TOPICS, decode, subscription  # noqa: E402
+from bridge.protocol import POSE_TOPICS, PUBLISH_T_NS_OFFSET, Encoder, decode, subscription  # noqa: E402
 from bridge.publisher import Publisher  # noqa: E402
 from bridge.subscriber import Subscriber  # noqa: E402
 
+_PUBLISH_T_NS = struct.Struct("<q")
 SLOW_READ_INTERVAL_S = 0.1
 SLOW_SUBSCRIBER_NICE = 19
 POOL = 250  # distinct poses cycled through, so that building poses does not load the publishing loop
@@ -110,6 +119,40 @@ def normal_subscriber(endpoint: str, ready, stop, expected_q, results_q) -> None
             "received": received,
         }
     )
+
+
+def raw_subscriber(endpoint: str, ready, stop, results_q) -> None:
+    """The floor's subscriber: a plain SUB socket like ``normal_subscriber``'s, reading only the publish time."""
+    context = zmq.Context()
+    sock = context.socket(zmq.SUB)
+    sock.linger = 0
+    sock.rcvhwm = 100_000
+    sock.rcvtimeo = 50
+    sock.subscribe(b"")
+    sock.connect(endpoint)
+    recv, clock, unpack = sock.recv, time.monotonic_ns, _PUBLISH_T_NS.unpack_from
+    latencies = []
+    idle_since = None
+    while True:
+        try:
+            frame = recv()
+        except zmq.Again:
+            if stop.is_set():
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since > 0.5:
+                    break
+            continue
+        receive_t_ns = clock()
+        if ready is not None:
+            ready.set()
+            ready = None
+        idle_since = None
+        publish_t_ns = unpack(frame, frame.index(0) + 1 + PUBLISH_T_NS_OFFSET)[0]
+        if publish_t_ns > 0:  # warm-up frames carry 0
+            latencies.append(receive_t_ns - publish_t_ns)
+    sock.close()
+    context.term()
+    results_q.put({"latencies_ns": np.array(latencies, dtype=np.int64).tobytes()})
 
 
 def slow_subscriber(endpoint: str, ready, stop, results_q) -> None:
@@ -227,6 +270,95 @@ def run(endpoint: str, seconds: float, rate: float, with_slow: bool) -> dict:
     }
 
 
+def run_raw(seconds: float, rate: float) -> dict:
+    """The floor: our frames at the same rate over tcp loopback on plain pyzmq sockets, the slow subscriber
+    attached; publish→receive percentiles."""
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    raw_q, slow_q = ctx.Queue(), ctx.Queue()
+    encoder, warmup = Encoder(), head_pose(0, 0)
+    head = head_pose(1, 0)
+    frames = [bytearray(encoder.pose(pose, 0, 0)) for pose in (head, hand_pose("left", 1, 0, head),
+                                                                 hand_pose("right", 1, 0, head))]  # fmt: skip
+    offsets = [frame.index(0) + 1 + PUBLISH_T_NS_OFFSET for frame in frames]
+    context = zmq.Context()
+    pub = context.socket(zmq.PUB)
+    pub.linger = 0
+    pub.sndhwm = 1000  # as the Publisher's
+    pub.bind("tcp://127.0.0.1:*")
+    endpoint = pub.getsockopt_string(zmq.LAST_ENDPOINT)
+    raw_ready, slow_ready = ctx.Event(), ctx.Event()
+    procs = [ctx.Process(target=raw_subscriber, args=(endpoint, raw_ready, stop, raw_q)),
+             ctx.Process(target=slow_subscriber, args=(endpoint, slow_ready, stop, slow_q))]  # fmt: skip
+    try:
+        for p in procs:
+            p.daemon = True
+            p.start()
+        warm = bytes(Encoder().pose(warmup, 0, 0))
+        deadline = time.monotonic() + 60
+        while not (raw_ready.is_set() and slow_ready.is_set()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"subscribers did not connect to {endpoint} within 60 s")
+            pub.send(warm, zmq.NOBLOCK)
+            time.sleep(0.01)
+        time.sleep(0.5)
+        period_ns, n = int(1e9 / rate), int(seconds * rate)
+        start = time.monotonic_ns() + period_ns
+        send, pack, clock = pub.send, _PUBLISH_T_NS.pack_into, time.monotonic_ns
+        for i in range(n):
+            wait = start + i * period_ns - clock()
+            if wait > 0:
+                time.sleep(wait * 1e-9)
+            for frame, offset in zip(frames, offsets, strict=True):
+                pack(frame, offset, clock())
+                send(frame, zmq.NOBLOCK)
+        time.sleep(0.3)
+        stop.set()
+        raw = raw_q.get(timeout=120)
+        slow_q.get(timeout=120)
+        for p in procs:
+            p.join(timeout=30)
+    finally:
+        stop.set()
+        pub.close(linger=0)
+        context.term()
+    latencies_us = np.frombuffer(raw["latencies_ns"], dtype=np.int64) / 1e3
+    return {
+        "endpoint": "tcp",
+        "messages_received": len(latencies_us),
+        "p50_us": _percentile(latencies_us, 50),
+        "p99_us": _percentile(latencies_us, 99),
+        "p999_us": _percentile(latencies_us, 99.9),
+        "max_us": round(float(latencies_us.max()), 1),
+    }
+
+
+def machine_stalls(seconds: float = 2.0, gap_us: float = 200.0) -> dict[str, float]:
+    """How often a spinning thread loses the CPU on this machine: gaps of more than ``gap_us`` between two reads
+    of the clock, per second, the longest, and the share of the gaps' time counted as this thread's CPU time.
+    A share near 1 means the guest OS believed the thread ran: the CPU was taken by the virtual machine's host,
+    invisible to getrusage (no context switch) and to every scheduler setting inside the guest."""
+    wall, cpu = time.perf_counter_ns, time.thread_time_ns
+    gaps, gap_cpu, longest = 0, 0, 0
+    gap_ns = gap_us * 1e3
+    end = wall() + seconds * 1e9
+    stalled_ns = 0
+    previous_wall, previous_cpu = wall(), cpu()
+    while previous_wall < end:
+        now_wall, now_cpu = wall(), cpu()
+        if now_wall - previous_wall > gap_ns:
+            gaps += 1
+            stalled_ns += now_wall - previous_wall
+            gap_cpu += now_cpu - previous_cpu
+            longest = max(longest, now_wall - previous_wall)
+        previous_wall, previous_cpu = now_wall, now_cpu
+    return {
+        "gaps_per_s": round(gaps / seconds, 1),
+        "longest_us": round(longest / 1e3, 1),
+        "counted_as_cpu_time": round(gap_cpu / stalled_ns, 2) if stalled_ns else None,
+    }
+
+
 def hot_publish_us(calls: int = 3000) -> dict[str, float]:
     """Median wall time of one publish call made back to back (warm caches, no subscriber): the bridge's own
     cost, without the cache misses and scheduling that a call after a sleep on a busy machine adds."""
@@ -263,13 +395,19 @@ def main(argv: list[str] | None = None) -> int:
         "ipc_without_slow_subscriber": (f"ipc://{ipc_dir}/bridge.sock", False),
     }
     runs: dict[str, list[dict]] = {name: [] for name in configurations}
+    floor: list[dict] = []
+    stalls_before = machine_stalls()
     try:
         for _ in range(args.repeats):
             for name, (endpoint, with_slow) in configurations.items():
                 runs[name].append(run(endpoint, args.seconds, args.rate, with_slow))
+            floor.append(run_raw(args.seconds, args.rate))
     finally:
         shutil.rmtree(ipc_dir, ignore_errors=True)
     medians = {name: _medians(repeats) for name, repeats in runs.items()}
+    medians["tcp_raw_zeromq"] = {
+        key: round(statistics.median(r[key] for r in floor), 1) for key in ("p50_us", "p99_us", "p999_us", "max_us")
+    }
     with_slow = [medians["tcp"], medians["ipc"]]
     result = {
         "benchmark": "bridge",
@@ -281,7 +419,10 @@ def main(argv: list[str] | None = None) -> int:
         "slow_subscriber": f"reads one message every {SLOW_READ_INTERVAL_S} s with rcvhwm 10, at nice "
         f"{SLOW_SUBSCRIBER_NICE} (a background consumer); the normal subscriber and the publisher run at normal "
         "priority",
+        "tcp_raw_zeromq": "this machine's floor: the same frames, rate, processes and slow subscriber on plain "
+        "pyzmq sockets, none of the bridge's code (see the module docstring)",
         "publish_us_back_to_back": hot_publish_us(),
+        "machine_stalls": {"before": stalls_before, "after": machine_stalls()},
         "sends_that_waited_in_all_runs": sum(r["sends_that_waited"] for repeats in runs.values() for r in repeats),
         "medians": medians,
         "targets": {
@@ -295,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
                 m["send_us_max_not_preempted"] <= 100 for m in with_slow
             ),
         },
-        "runs": runs,
+        "runs": {**runs, "tcp_raw_zeromq": floor},
     }
     text = json.dumps(result, indent=2)
     print(text)
