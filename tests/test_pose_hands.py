@@ -229,3 +229,56 @@ def test_a_knuckle_never_seen_moves_rigidly_with_the_palm():
         errors.append(np.linalg.norm(joints[9] - moved[9]))
     # once the seen palm joints' shape is learned (a few frames), the hidden knuckle is a few millimetres off
     assert max(errors[20:]) < 0.004
+
+
+def _rendered_hand():
+    """A rendered frame whose right hand both cameras see, and its truth keypoints without noise."""
+    import hardware
+
+    source = hardware.open_source("synthetic:still_hand", seconds=0.5)
+    for frame in source:
+        hand = frame.truth.hand("right")
+        if hand is not None and (hand.visible[0] & hand.visible[1]).sum() >= 8:
+            desc = landmark_descriptors(len(frame.truth.landmarks_px[0]))
+            return source.rig, frame, [truth_keypoints(frame, c, desc, 0.0) for c in range(2)]
+    raise AssertionError("no frame shows the right hand to both cameras")
+
+
+def test_stereo_refinement_corrects_the_right_cameras_joints_on_the_images():
+    """A detector off by 1.5 px in the right camera puts the hand 2 cm too close; matching the left image's
+    patches along the rectified rows puts the joints the cameras see back within a few millimetres."""
+    import dataclasses
+
+    rig, frame, (left, right) = _rendered_hand()
+    truth = frame.truth.hand("right")
+    shifted = dataclasses.replace(right.hand("right"), joints_px=right.hand("right").joints_px + (1.5, 0.0))
+    seen = truth.visible[0] & truth.visible[1]
+    truth_head = transform_points(np.linalg.inv(frame.truth.T_world_head), truth.joints_world)
+
+    plain = observe_hand(left.hand("right"), shifted, rig)
+    refined = observe_hand(left.hand("right"), shifted, rig, rectified=rig.rectification.rectify(frame.images))
+    ok = plain.triangulated & refined.triangulated & seen
+    moved = ok & (np.linalg.norm(refined.points - plain.points, axis=1) > 1e-6)
+    assert moved.sum() >= ok.sum() / 2  # the others did not match the left patch well enough to move
+    plain_mm = 1e3 * np.linalg.norm(plain.points[moved] - truth_head[moved], axis=1)
+    refined_mm = 1e3 * np.linalg.norm(refined.points[moved] - truth_head[moved], axis=1)
+    assert plain_mm.min() > 10.0
+    assert np.median(refined_mm) < 0.35 * np.median(plain_mm)  # a few mm left of ~2 cm
+    # the rays follow the refined joints: the right camera's ray passes through the refined triangulated point
+    ok = refined.triangulated
+    to_point = refined.points[ok] - refined.ray_origins[1]
+    along = (to_point * refined.ray_dirs[1][ok]).sum(axis=1, keepdims=True)
+    assert np.linalg.norm(to_point - along * refined.ray_dirs[1][ok], axis=1).max() < 1e-3
+
+
+def test_stereo_refinement_keeps_the_detector_where_the_images_do_not_match():
+    from tracking.pose.hands import HandConfig, refine_disparity
+
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 255, (240, 320)).astype(np.uint8)
+    flat = np.full((240, 320), 90, np.uint8)
+    left_px, right_x = np.array([[100.0, 120.0], [200.0, 60.0]]), np.array([90.0, 185.0])
+    config = HandConfig()
+    np.testing.assert_array_equal(refine_disparity((texture, flat), left_px, right_x, config), right_x)
+    np.testing.assert_array_equal(refine_disparity((texture, np.roll(texture, 77, axis=0)), left_px, right_x, config),
+                                  right_x)  # fmt: skip

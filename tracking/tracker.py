@@ -308,8 +308,10 @@ class Tracker:
         T_world_head = head.T_world_head
         out = []
         seen = set()
-        for side, left, right in pair_hands(keypoints[0], keypoints[1], self.rig):
-            observation = observe_hand(left, right, self.rig, self.config.hand)
+        pairs = pair_hands(keypoints[0], keypoints[1], self.rig)
+        rectified = self.rig.rectification.rectify(frame.images) if pairs else None
+        for side, left, right in pairs:
+            observation = observe_hand(left, right, self.rig, self.config.hand, rectified)
             model = self._hand_models.setdefault(side, HandModel(side))
             fitted = model.update(observation) if observation is not None else None
             if fitted is None:

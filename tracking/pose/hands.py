@@ -81,12 +81,20 @@ _PARENT_OF_TIP = {4: 3, 8: 7, 12: 11, 16: 15, 20: 19}
 class HandConfig:
     """Minimum joint confidence to use a 2D joint, maximum rectified row difference (px) for a stereo pair, the
     fewest triangulated joints that make a hand, and the detector's joint noise (px, standard deviation), which
-    sets how uncertain a triangulated joint is."""
+    sets how uncertain a triangulated joint is.
+
+    Stereo refinement (when ``observe_hand`` gets the rectified images): the right camera's joint moves along its
+    rectified row to where a ``2 * patch_px + 1`` square of the left image around the left joint matches best
+    (normalised cross-correlation, within ``search_px`` of the detector's position, sub-pixel by a parabola), when
+    the match scores at least ``min_match``."""
 
     min_confidence: float = 0.5
     max_row_px: float = 3.0
     min_triangulated: int = 6
     keypoint_sigma_px: float = 0.5
+    patch_px: int = 4
+    search_px: int = 3
+    min_match: float = 0.9
 
 
 def pair_hands(
@@ -153,12 +161,16 @@ def observe_hand(
     right: HandKeypoints | None,
     rig: StereoRig,
     config: HandConfig | None = None,
+    rectified: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> HandObservation | None:
     """Triangulate a hand's joints seen by both cameras and keep the viewing rays of every joint seen.
 
     A joint pair triangulates when both confidences pass ``min_confidence``, the rectified rows agree within
-    ``max_row_px`` and the disparity is positive. None when the hand is missing from a camera or fewer than
-    ``min_triangulated`` joints triangulate (too little to place the palm).
+    ``max_row_px`` and the disparity is positive. ``rectified``: the frame's images in the rectified pair
+    (``rig.rectification.rectify``); with them each pair's disparity is refined on the images (see
+    ``HandConfig``): at arm's length a pixel of disparity is a centimetre of depth, and a heatmap detector's
+    joints are good to about a pixel in each camera, independently. None when the hand is missing from a camera or
+    fewer than ``min_triangulated`` joints triangulate (too little to place the palm).
     """
     config = config or HandConfig()
     if left is None or right is None:
@@ -174,6 +186,9 @@ def observe_hand(
     both &= (l_rect[:, 0] - r_rect[:, 0]) > 0.5
     if both.sum() < config.min_triangulated:
         return None
+    if rectified is not None:
+        r_rect[both, 0] = refine_disparity(rectified, l_rect[both], r_rect[both, 0], config)
+        both &= (l_rect[:, 0] - r_rect[:, 0]) > 0.5
     X = cv2.triangulatePoints(rect.P0, rect.P1, l_rect[both].T, r_rect[both].T)
     points_rect = (X[:3] / X[3]).T
     points = np.full((21, 3), np.nan)
@@ -185,11 +200,37 @@ def observe_hand(
     noise_var[both] += 2 * (z / focal * config.keypoint_sigma_px) ** 2
     T_head_cams = (rig.T_head_cam0, rig.T_head_cam1)
     ray_dirs = np.zeros((2, 21, 3))
-    for cam, (camera, hand) in enumerate(zip(rig.cameras, (left, right), strict=True)):
-        rays = camera.unproject(hand.joints_px) @ T_head_cams[cam][:3, :3].T
+    for cam, (px, R_rect, P) in enumerate(((l_rect, rect.R0, rect.P0), (r_rect, rect.R1, rect.P1))):
+        # rectified pixel -> ray in the rectified camera -> the camera (R_rect turns the camera into it) -> head
+        rays = np.column_stack([(px - P[:2, 2]) / np.diag(P)[:2], np.ones(len(px))]) @ R_rect
+        rays = rays @ T_head_cams[cam][:3, :3].T
         ray_dirs[cam] = rays / np.linalg.norm(rays, axis=1, keepdims=True)
     origins = np.stack([T[:3, 3] for T in T_head_cams])
     return HandObservation(points, both, origins, ray_dirs, seen, noise_var, config.keypoint_sigma_px / focal)
+
+
+def refine_disparity(
+    rectified: tuple[np.ndarray, np.ndarray], left_px: np.ndarray, right_x: np.ndarray, config: HandConfig
+) -> np.ndarray:
+    """The right camera's rectified column (N,) of each joint: where the left image's patch around ``left_px``
+    (N, 2) matches the right image best along the same row near ``right_x`` (N,); the detector's column where the
+    best match scores below ``config.min_match`` or sits at the end of the search (no peak inside it)."""
+    left_image, right_image = (np.asarray(image, np.float32) for image in rectified)
+    k, search = config.patch_px, config.search_px
+    patch_size, strip_size = (2 * k + 1, 2 * k + 1), (2 * k + 1 + 2 * search, 2 * k + 1)
+    out = np.array(right_x, dtype=np.float64)
+    for i, ((xl, y), xr) in enumerate(zip(left_px, right_x, strict=True)):
+        patch = cv2.getRectSubPix(left_image, patch_size, (float(xl), float(y)))
+        strip = cv2.getRectSubPix(right_image, strip_size, (float(xr), float(y)))
+        score = cv2.matchTemplate(strip, patch, cv2.TM_CCOEFF_NORMED)[0]
+        best = int(np.argmax(score))
+        if score[best] < config.min_match or best in (0, len(score) - 1):
+            continue
+        before, peak, after = score[best - 1 : best + 2]
+        curvature = before - 2 * peak + after
+        if curvature < 0:
+            out[i] = xr - search + best + 0.5 * (before - after) / curvature
+    return out
 
 
 def hand_joint_frames(side: str, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
