@@ -50,7 +50,15 @@ import numpy as np  # noqa: E402
 import zmq  # noqa: E402
 
 from bridge.demo import hand_pose, head_pose  # noqa: E402
-from bridge.protocol import POSE_TOPICS, PUBLISH_T_NS_OFFSET, Encoder, decode, subscription  # noqa: E402
+from bridge.protocol import (  # noqa: E402
+    MESSAGE_FLAGS_OFFSET,
+    POSE_TOPICS,
+    PUBLISH_T_NS_OFFSET,
+    REPEAT,
+    Encoder,
+    decode,
+    subscription,
+)
 from bridge.publisher import Publisher  # noqa: E402
 from bridge.subscriber import Subscriber  # noqa: E402
 
@@ -65,33 +73,48 @@ MEDIAN_KEYS = (
 )  # fmt: skip
 
 
-def normal_subscriber(endpoint: str, ready, stop, expected_q, results_q) -> None:
-    """Receive every message in a blocking ``recv`` loop, timestamp it as soon as ``recv`` returns, then decode it
-    fully. Reports latencies of measured poses (seq >= 1), decode times and losses."""
-    context = zmq.Context()
+def _subscriber_socket(context: zmq.Context, endpoint: str, prefixes: list[bytes]) -> zmq.Socket:
     sock = context.socket(zmq.SUB)
     sock.linger = 0
     sock.rcvhwm = 100_000
     sock.rcvtimeo = 50  # a blocking receive with a timeout: no poll before each message
-    for topic in POSE_TOPICS:
-        sock.subscribe(subscription(topic))
+    for prefix in prefixes:
+        sock.subscribe(prefix)
     sock.connect(endpoint)
+    return sock
+
+
+def _frames(sock: zmq.Socket, stop, quiet_s: float = 0.5):
+    """Yield (frame, receive time ns), the time read as soon as ``recv`` returns, until ``stop`` is set and no
+    frame but the heartbeat's re-sends of the last poses (which go on after a run) came for ``quiet_s``."""
     recv, clock = sock.recv, time.monotonic_ns
-    latencies, decode_ns = [], []
-    last_seen: dict[str, int] = {}
-    gaps = dict.fromkeys(POSE_TOPICS, 0)
-    received = dict.fromkeys(POSE_TOPICS, 0)
-    idle_since = None
+    quiet_since = None
     while True:
         try:
             frame = recv()
         except zmq.Again:
             if stop.is_set():
-                idle_since = idle_since or time.monotonic()
-                if time.monotonic() - idle_since > 0.5:
-                    break
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since > quiet_s:
+                    return
             continue
         receive_t_ns = clock()
+        if not frame[frame.index(0) + 1 + MESSAGE_FLAGS_OFFSET] & REPEAT:
+            quiet_since = None
+        yield frame, receive_t_ns
+
+
+def normal_subscriber(endpoint: str, ready, stop, expected_q, results_q) -> None:
+    """Receive every message in a blocking ``recv`` loop, timestamp it as soon as ``recv`` returns, then decode it
+    fully. Reports latencies of measured poses (seq >= 1), decode times and losses."""
+    context = zmq.Context()
+    sock = _subscriber_socket(context, endpoint, [subscription(topic) for topic in POSE_TOPICS])
+    clock = time.monotonic_ns
+    latencies, decode_ns = [], []
+    last_seen: dict[str, int] = {}
+    gaps = dict.fromkeys(POSE_TOPICS, 0)
+    received = dict.fromkeys(POSE_TOPICS, 0)
+    for frame, receive_t_ns in _frames(sock, stop):
         message = decode(frame)  # raises ProtocolError if anything arrived corrupted
         decode_ns.append(clock() - receive_t_ns)
         if ready is not None:
@@ -99,7 +122,6 @@ def normal_subscriber(endpoint: str, ready, stop, expected_q, results_q) -> None
             ready = None
         if message.repeat:  # the heartbeat re-sends the last poses once the run is over
             continue
-        idle_since = None
         topic, msg_seq = message.topic, message.msg_seq
         received[topic] += 1
         if topic in last_seen and msg_seq > last_seen[topic] + 1:
@@ -122,31 +144,15 @@ def normal_subscriber(endpoint: str, ready, stop, expected_q, results_q) -> None
 
 
 def raw_subscriber(endpoint: str, ready, stop, results_q) -> None:
-    """The floor's subscriber: a plain SUB socket like ``normal_subscriber``'s, reading only the publish time."""
+    """The floor's subscriber: the same socket and loop as ``normal_subscriber``'s, reading only the publish time."""
     context = zmq.Context()
-    sock = context.socket(zmq.SUB)
-    sock.linger = 0
-    sock.rcvhwm = 100_000
-    sock.rcvtimeo = 50
-    sock.subscribe(b"")
-    sock.connect(endpoint)
-    recv, clock, unpack = sock.recv, time.monotonic_ns, _PUBLISH_T_NS.unpack_from
+    sock = _subscriber_socket(context, endpoint, [b""])
+    unpack = _PUBLISH_T_NS.unpack_from
     latencies = []
-    idle_since = None
-    while True:
-        try:
-            frame = recv()
-        except zmq.Again:
-            if stop.is_set():
-                idle_since = idle_since or time.monotonic()
-                if time.monotonic() - idle_since > 0.5:
-                    break
-            continue
-        receive_t_ns = clock()
+    for frame, receive_t_ns in _frames(sock, stop):
         if ready is not None:
             ready.set()
             ready = None
-        idle_since = None
         publish_t_ns = unpack(frame, frame.index(0) + 1 + PUBLISH_T_NS_OFFSET)[0]
         if publish_t_ns > 0:  # warm-up frames carry 0
             latencies.append(receive_t_ns - publish_t_ns)
