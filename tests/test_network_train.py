@@ -29,6 +29,33 @@ def test_training_views_are_crops_whose_scene_targets_sit_on_landmark_pixels():
     assert (classes == CELL_CLASSES - 1).mean() > 0.8
 
 
+def test_a_confident_heatmap_at_a_hidden_joint_costs_loss():
+    """The network is to report only joints the camera sees: a hidden joint's heatmap is trained as a negative."""
+    from tracking.network.losses import hand_heatmap_loss
+
+    data = TrainingData(0)
+    for index in range(200):
+        views = list(data.pair(index))
+        hidden = [(v, np.flatnonzero(~v.joints_visible.reshape(-1) & (v.joints_px.reshape(-1, 2) > 8).all(1)
+                                      & (v.joints_px.reshape(-1, 2) < np.array(CROP_SIZE) - 8).all(1)))
+                  for v in views]  # fmt: skip
+        hidden = [(v, channels) for v, channels in hidden if len(channels) and v.joints_visible.any()]
+        if hidden:
+            break
+    view, channels = hidden[0]
+    batch = collate([view, view])
+    c = int(channels[0])
+    u, v = np.round((view.joints_px.reshape(-1, 2)[c] - (STRIDE - 1) / 2) / STRIDE).astype(int)
+    assert not batch.hand_peaks[0, c].any()
+    quiet = torch.full_like(batch.hand_heat, -6.0)
+    firing = quiet.clone()
+    firing[:, c, v, u] = 4.0
+    assert (
+        hand_heatmap_loss(firing, batch.hand_heat, batch.hand_peaks)
+        > hand_heatmap_loss(quiet, batch.hand_heat, batch.hand_peaks) + 0.1  # ignored, it would add nothing
+    )
+
+
 def test_pairs_match_points_of_the_same_landmark():
     a, b = TrainingData(0).pair(2)
     pa, pb = collate([a, b]).matches[0]

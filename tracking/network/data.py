@@ -43,9 +43,10 @@ class View:
     """One training image and its supervision.
 
     ``image`` (H, W) uint8; ``points_px`` (N, 2) scene points (pixel-centre convention) with ``point_ids`` (N,)
-    shared with the other view of the pair; per hand side (left, right): ``joints_px`` (2, 21, 2), ``joints_visible``
-    (2, 21) (in the image and not hidden) and ``joints_ignored`` (2, 21) (in the image but hidden: a heatmap may
-    or may not fire there, so that channel gets no heatmap loss).
+    shared with the other view of the pair; per hand side (left, right): ``joints_px`` (2, 21, 2) and
+    ``joints_visible`` (2, 21) (in the image and not hidden). A hidden joint is a negative for its heatmap: the
+    network is to report only what the camera sees (the hand model infers the rest, and a confident guess at a
+    hidden joint lands on the surface in front of it, which both cameras then agree on at the wrong depth).
     """
 
     image: np.ndarray
@@ -53,7 +54,6 @@ class View:
     point_ids: np.ndarray
     joints_px: np.ndarray
     joints_visible: np.ndarray
-    joints_ignored: np.ndarray
 
 
 @dataclass
@@ -62,7 +62,7 @@ class Batch:
 
     ``images`` (B, 1, H, W); ``scene_classes`` (B, h, w) long, the target class per cell (16 = no point);
     ``hand_heat`` (B, 42, h, w) Gaussian targets, ``hand_peaks`` (B, 42, h, w) bool the cell of each visible
-    joint, ``hand_weight`` (B, 42) 0 for ignored channels; ``joints_px`` (B, 42, 2) and ``joints_visible``
+    joint; ``joints_px`` (B, 42, 2) and ``joints_visible``
     (B, 42); ``matches`` per pair: (points in view 2k (M, 2), points in view 2k+1 (M, 2)) of the same ids.
     """
 
@@ -70,7 +70,6 @@ class Batch:
     scene_classes: torch.Tensor
     hand_heat: torch.Tensor
     hand_peaks: torch.Tensor
-    hand_weight: torch.Tensor
     joints_px: torch.Tensor
     joints_visible: torch.Tensor
     matches: list[tuple[torch.Tensor, torch.Tensor]]
@@ -163,8 +162,8 @@ def teacher_corners(image: np.ndarray, max_corners: int = 300) -> np.ndarray:
     return refined.reshape(-1, 2)
 
 
-def _no_hands() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return np.zeros((2, HAND_JOINTS, 2), np.float32), np.zeros((2, HAND_JOINTS), bool), np.zeros((2, HAND_JOINTS), bool)
+def _no_hands() -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((2, HAND_JOINTS, 2), np.float32), np.zeros((2, HAND_JOINTS), bool)
 
 
 def view_of(frame: Frame, camera: int) -> View:
@@ -174,24 +173,17 @@ def view_of(frame: Frame, camera: int) -> View:
     if truth is None or not truth.landmarks_px:
         raise InvalidInputError("training views need synthetic frames with landmark truth")
     visible = truth.landmarks_visible[camera]
-    joints, joints_visible, ignored = _no_hands()
-    w, h = IMAGE_SIZE
+    joints, joints_visible = _no_hands()
     for hand in truth.hands:
         s = HAND_SIDES.index(hand.side)
-        px = hand.joints_px[camera]
-        with np.errstate(invalid="ignore"):
-            in_image = np.isfinite(px).all(1) & (px[:, 0] > -0.5) & (px[:, 0] < w - 0.5)
-            in_image &= (px[:, 1] > -0.5) & (px[:, 1] < h - 0.5)
-        joints[s] = np.nan_to_num(px)
+        joints[s] = np.nan_to_num(hand.joints_px[camera])
         joints_visible[s] = hand.visible[camera]
-        ignored[s] = in_image & ~hand.visible[camera]
     return View(
         frame.images[camera],
         truth.landmarks_px[camera][visible].astype(np.float32),
         np.flatnonzero(visible),
         joints,
         joints_visible,
-        ignored,
     )
 
 
@@ -199,7 +191,7 @@ def augment(view: View, rng: np.random.Generator) -> View:
     """A random small affine warp (points and joints follow) and random photometric changes."""
     w, h = view.image.shape[1], view.image.shape[0]
     image, points, ids = view.image, view.points_px, view.point_ids
-    joints, joints_visible, ignored = view.joints_px, view.joints_visible, view.joints_ignored
+    joints, joints_visible = view.joints_px, view.joints_visible
     if rng.random() < 0.7:
         # Zoom >= 1 keeps the border filled with real content (no unlabelled mirrored corners).
         M = cv2.getRotationMatrix2D(
@@ -214,10 +206,10 @@ def augment(view: View, rng: np.random.Generator) -> View:
         joints = (joints @ M[:, :2].T + M[:, 2]).astype(np.float32)
         inside = (joints[..., 0] > -0.5) & (joints[..., 0] < w - 0.5) & (joints[..., 1] > -0.5)
         inside &= joints[..., 1] < h - 0.5
-        joints_visible, ignored = joints_visible & inside, ignored & inside
+        joints_visible = joints_visible & inside
     image = photometric(image, rng)
     return replace(view, image=image, points_px=points, point_ids=ids, joints_px=joints,
-                   joints_visible=joints_visible, joints_ignored=ignored)  # fmt: skip
+                   joints_visible=joints_visible)  # fmt: skip
 
 
 def crop_origin(view: View, rng: np.random.Generator) -> tuple[int, int]:
@@ -246,7 +238,7 @@ def crop(view: View, x0: int, y0: int) -> View:
     inside = (joints[..., 0] > -0.5) & (joints[..., 0] < cw - 0.5) & (joints[..., 1] > -0.5)
     inside &= joints[..., 1] < ch - 0.5
     return View(np.ascontiguousarray(view.image[y0 : y0 + ch, x0 : x0 + cw]), points[keep], view.point_ids[keep],
-                joints, view.joints_visible & inside, view.joints_ignored & inside)  # fmt: skip
+                joints, view.joints_visible & inside)  # fmt: skip
 
 
 def photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -274,7 +266,6 @@ def collate(views: list[View]) -> Batch:
     scene = np.full((b, gh, gw), CELL_CLASSES - 1, np.int64)
     heat = np.zeros((b, 2 * HAND_JOINTS, gh, gw), np.float32)
     peaks = np.zeros((b, 2 * HAND_JOINTS, gh, gw), bool)
-    weight = np.ones((b, 2 * HAND_JOINTS), np.float32)
     joints = np.zeros((b, 2 * HAND_JOINTS, 2), np.float32)
     joints_visible = np.zeros((b, 2 * HAND_JOINTS), bool)
     gx, gy = np.meshgrid(np.arange(gw), np.arange(gh))
@@ -286,7 +277,6 @@ def collate(views: list[View]) -> Batch:
         flat_joints = view.joints_px.reshape(-1, 2)
         joints[i] = flat_joints
         joints_visible[i] = view.joints_visible.reshape(-1)
-        weight[i] = ~view.joints_ignored.reshape(-1)
         for c in np.flatnonzero(joints_visible[i]):
             u, v = (flat_joints[c] - (STRIDE - 1) / 2) / STRIDE
             heat[i, c] = np.exp(-((gx - u) ** 2 + (gy - v) ** 2) / (2 * JOINT_SIGMA_CELLS**2))
@@ -302,7 +292,6 @@ def collate(views: list[View]) -> Batch:
         torch.from_numpy(scene),
         torch.from_numpy(heat),
         torch.from_numpy(peaks),
-        torch.from_numpy(weight),
         torch.from_numpy(joints),
         torch.from_numpy(joints_visible),
         matches,

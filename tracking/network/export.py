@@ -199,7 +199,8 @@ Training crops are 192x160 px, centred near a hand 70% of the time.
 
 Supervision: scene cells: cross-entropy to the pixel of the landmark (or "no point"); descriptors: symmetric
 InfoNCE between the two views' landmarks (temperature 0.07); hands: CenterNet focal loss on Gaussian heatmaps
-(σ = 3 px) plus smooth-L1 of the 5x5-cell soft-argmax to the true joint.
+(σ = 3 px; a joint hidden from the camera is a negative) plus smooth-L1 of the 5x5-cell soft-argmax to the true
+joint.
 
 ## Training
 `{summary.get("command", "python -m tracking.train")}`: {summary.get("steps")} steps of {summary.get("pairs_per_step")}

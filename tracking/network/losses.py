@@ -28,18 +28,15 @@ def scene_loss(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, classes)
 
 
-def hand_heatmap_loss(
-    logits: torch.Tensor, heat: torch.Tensor, peaks: torch.Tensor, weight: torch.Tensor
-) -> torch.Tensor:
+def hand_heatmap_loss(logits: torch.Tensor, heat: torch.Tensor, peaks: torch.Tensor) -> torch.Tensor:
     """Penalty-reduced focal loss on (B, 42, h, w) joint logits (CenterNet, Zhou et al. 2019, eq. 1): each visible
-    joint's cell is a positive, its Gaussian neighbourhood a softened negative; channels with ``weight`` 0 are
-    skipped. Normalised by the number of positives."""
+    joint's cell is a positive, its Gaussian neighbourhood a softened negative, every other cell (a hidden joint's
+    included) a negative. Normalised by the number of positives."""
     p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
     pos = peaks.float()
     positive = -((1 - p) ** 2) * torch.log(p) * pos
     negative = -((1 - heat) ** 4) * p**2 * torch.log(1 - p) * (1 - pos)
-    per_channel = (positive + negative).sum((2, 3)) * weight
-    return per_channel.sum() / pos.sum().clamp_min(1.0)
+    return (positive + negative).sum() / pos.sum().clamp_min(1.0)
 
 
 def hand_position_loss(logits: torch.Tensor, joints_px: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
@@ -85,7 +82,7 @@ def total_loss(outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch: 
     scene, descriptors, hands = outputs
     parts = {
         "scene": scene_loss(scene, batch.scene_classes),
-        "hand_heatmap": hand_heatmap_loss(hands, batch.hand_heat, batch.hand_peaks, batch.hand_weight),
+        "hand_heatmap": hand_heatmap_loss(hands, batch.hand_heat, batch.hand_peaks),
         "hand_position": hand_position_loss(hands, batch.joints_px, batch.joints_visible),
         "descriptor": descriptor_loss(descriptors, batch.matches),
     }
