@@ -309,7 +309,8 @@ class Tracker:
         out = []
         seen = set()
         pairs = pair_hands(keypoints[0], keypoints[1], self.rig)
-        rectified = self.rig.rectification.rectify(frame.images) if pairs else None
+        stereo = any(left is not None and right is not None for _, left, right in pairs)
+        rectified = self.rig.rectification.rectify(frame.images) if stereo else None
         for side, left, right in pairs:
             observation = observe_hand(left, right, self.rig, self.config.hand, rectified)
             model = self._hand_models.setdefault(side, HandModel(side))
