@@ -300,7 +300,7 @@ def run_raw(seconds: float, rate: float) -> dict:
         for p in procs:
             p.daemon = True
             p.start()
-        warm = bytes(Encoder().pose(warmup, 0, 0))
+        warm = bytes(encoder.pose(warmup, 0, 0))
         deadline = time.monotonic() + 60
         while not (raw_ready.is_set() and slow_ready.is_set()):
             if time.monotonic() > deadline:

@@ -52,7 +52,7 @@ def test_a_confident_heatmap_at_a_hidden_joint_costs_loss():
     firing[:, c, v, u] = 4.0
     assert (
         hand_heatmap_loss(firing, batch.hand_heat, batch.hand_peaks)
-        > hand_heatmap_loss(quiet, batch.hand_heat, batch.hand_peaks) + 0.1  # ignored, it would add nothing
+        > hand_heatmap_loss(quiet, batch.hand_heat, batch.hand_peaks) + 0.1  # left out of the loss: +0
     )
 
 

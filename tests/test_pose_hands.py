@@ -246,7 +246,7 @@ def _rendered_hand():
 
 def test_stereo_refinement_corrects_the_right_cameras_joints_on_the_images():
     """A detector off by 1.5 px in the right camera puts the hand 2 cm too close; matching the left image's
-    patches along the rectified rows puts the joints the cameras see back within a few millimetres."""
+    patches along the rectified rows brings the joints whose patches match back to a few millimetres."""
     import dataclasses
 
     rig, frame, (left, right) = _rendered_hand()
