@@ -215,13 +215,14 @@ def refine_disparity(
     """The right camera's rectified column (N,) of each joint: where the left image's patch around ``left_px``
     (N, 2) matches the right image best along the same row near ``right_x`` (N,); the detector's column where the
     best match scores below ``config.min_match`` or sits at the end of the search (no peak inside it)."""
-    left_image, right_image = (np.asarray(image, np.float32) for image in rectified)
+    left_image, right_image = rectified
     k, search = config.patch_px, config.search_px
     patch_size, strip_size = (2 * k + 1, 2 * k + 1), (2 * k + 1 + 2 * search, 2 * k + 1)
     out = np.array(right_x, dtype=np.float64)
     for i, ((xl, y), xr) in enumerate(zip(left_px, right_x, strict=True)):
-        patch = cv2.getRectSubPix(left_image, patch_size, (float(xl), float(y)))
-        strip = cv2.getRectSubPix(right_image, strip_size, (float(xr), float(y)))
+        # float patches sampled straight from the uint8 images: no float copy of the whole images per hand
+        patch = cv2.getRectSubPix(left_image, patch_size, (float(xl), float(y)), patchType=cv2.CV_32F)
+        strip = cv2.getRectSubPix(right_image, strip_size, (float(xr), float(y)), patchType=cv2.CV_32F)
         score = cv2.matchTemplate(strip, patch, cv2.TM_CCOEFF_NORMED)[0]
         best = int(np.argmax(score))
         if score[best] < config.min_match or best in (0, len(score) - 1):
