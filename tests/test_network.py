@@ -209,3 +209,24 @@ def test_scene_points_on_a_real_image_follow_a_shift_and_survive_a_darker_exposu
     assert len(points) >= 100
     assert point_repeatability(interior(points), interior(shifted)) >= 0.75
     assert point_repeatability(points, darker) >= 0.65
+
+
+def test_provider_runs_the_cameras_in_parallel_with_the_same_keypoints(still_hand_images):
+    from skiptrack_types import Frame
+    from tracking.providers import NetworkKeypointProvider
+
+    threads = torch.get_num_threads()
+    try:
+        images = still_hand_images[:3]
+        frames = [Frame(i, i * 10**7, (image, np.fliplr(image).copy())) for i, image in enumerate(images)]
+        serial = NetworkKeypointProvider(parallel=False)
+        parallel = NetworkKeypointProvider(parallel=True)
+        for frame in frames:
+            for a, b in zip(serial(frame), parallel(frame), strict=True):
+                np.testing.assert_array_equal(a.points_px, b.points_px)
+                np.testing.assert_array_equal(a.descriptors, b.descriptors)
+                assert [h.side for h in a.hands] == [h.side for h in b.hands]
+        with pytest.raises(InvalidInputError, match="2 cameras"):
+            parallel(Frame(9, 10**9, frames[0].images[:1]))
+    finally:
+        torch.set_num_threads(threads)

@@ -10,6 +10,7 @@ with Tracker(source.rig) as tracker:
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -19,18 +20,12 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from skiptrack_types import Frame, Gap, HandPose, HeadPose, InvalidInputError, SkipTrackError, StereoRig, TrackingFlags
-from tracking.filter import OneEuroConfig, OneEuroFilter, PoseFilter, predict_pose
+from tracking.filter import OneEuroConfig, PoseFilter, predict_pose
+from tracking.hand_tracker import HandJob, HandTracker, HeadFrameHand
+from tracking.hand_worker import HandWorker, HandWorkerError
 from tracking.keypoints import Keypoints, landmark_descriptors, truth_keypoints
 from tracking.pose.geometry import transform_points
-from tracking.pose.hand_model import HandModel
-from tracking.pose.hands import (
-    HandConfig,
-    hand_joint_frames,
-    hand_radii,
-    observe_hand,
-    openxr_flags,
-    pair_hands,
-)
+from tracking.pose.hands import HandConfig, openxr_flags
 from tracking.refine.cascade import CascadeConfig, ExitStage, RefinementCascade
 from tracking.refine.gates import DEFAULT_GATES_PATH, GateSet
 
@@ -79,7 +74,9 @@ class TruthKeypointProvider:
 @dataclass(frozen=True)
 class TrackerConfig:
     """``gates_path`` None = always run the full cascade (no early exit); ``keypoint_provider`` None = truth
-    keypoints of synthetic frames; ``stale_s``: a pose predicted further than this is no longer "tracked"."""
+    keypoints of synthetic frames; ``stale_s``: a pose predicted further than this is no longer "tracked";
+    ``hand_process``: fit the hands in a second process while this one tracks the head (same results, one core
+    more; None = when the machine has at least two CPUs)."""
 
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
     gates_path: Path | None = DEFAULT_GATES_PATH
@@ -89,6 +86,7 @@ class TrackerConfig:
     hand_filter: OneEuroConfig = field(default_factory=lambda: OneEuroConfig(min_cutoff=1.0, beta=20.0, d_cutoff=1.0))
     hand: HandConfig = field(default_factory=HandConfig)
     stale_s: float = 0.05
+    hand_process: bool | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,9 +122,12 @@ class Tracker:
         self._provider = self.config.keypoint_provider or TruthKeypointProvider()
         self._cascade: RefinementCascade | None = None
         self._head_filter = PoseFilter(self.config.head_filter)
-        self._hand_filters: dict[str, OneEuroFilter] = {}
+        self._hand_tracker = HandTracker(rig, self.config.hand, self.config.hand_filter)
+        hand_process = self.config.hand_process
+        if hand_process is None:
+            hand_process = (os.cpu_count() or 1) >= 2
+        self._hand_worker = HandWorker(rig, self.config.hand, self.config.hand_filter) if hand_process else None
         self._hand_prev: dict[str, tuple[int, np.ndarray]] = {}
-        self._hand_models: dict[str, HandModel] = {}
         self._last_t_ns: int | None = None
         self._last_head: HeadPose | None = None
         self._last_hands: list[HandPose] = []
@@ -138,7 +139,10 @@ class Tracker:
         self.close()
 
     def close(self) -> None:
-        """Nothing to release yet (no threads); kept so that callers use the tracker as a context manager."""
+        """Stop the hand worker process, if any."""
+        if self._hand_worker is not None:
+            self._hand_worker.close()
+            self._hand_worker = None
 
     # ------------------------------------------------------------------------------------------- public
 
@@ -163,6 +167,8 @@ class Tracker:
             return self._failed(frame.seq, frame.t_ns, [f"need keypoints for 2 cameras, got {len(keypoints)}"])
         t1 = time.perf_counter()
         timings["keypoints_ms"] = (t1 - t0) * 1e3
+        hand_job = HandJob.of(frame.t_ns, keypoints, frame.images)
+        self._start_hands(hand_job)  # fitted meanwhile by the hand worker, when there is one
         if self._cascade is None:
             self._cascade = RefinementCascade(self.rig, keypoints[0].descriptors.shape[1], self._cascade_config)
         outcome = self._cascade.step(frame.seq, frame.t_ns, keypoints, frame.imu)
@@ -189,7 +195,8 @@ class Tracker:
             )
         t3 = time.perf_counter()
         timings["filter_ms"] = (t3 - t2) * 1e3
-        hands = self._hands(frame, keypoints, head, outcome.exit_stage) if head is not None else []
+        hands_head, timings["hands_fit_ms"] = self._finish_hands(hand_job)
+        hands = self._world_hands(frame, hands_head, head) if head is not None else []
         timings["hands_ms"] = (time.perf_counter() - t3) * 1e3
         self._last_head, self._last_hands = head, hands
         return TrackResult(
@@ -282,10 +289,13 @@ class Tracker:
             reset()  # a discontinuity: the network's next frame is a key frame
         if reset_filters:
             self._head_filter.reset()
-            self._hand_filters.clear()
             self._hand_prev.clear()
-            for model in self._hand_models.values():
-                model.reset()
+            self._hand_tracker.reset()
+            if self._hand_worker is not None:
+                try:
+                    self._hand_worker.reset()
+                except HandWorkerError as exc:
+                    self._lose_hand_worker(exc)
 
     def _failed(self, seq: int, t_ns: int, problems: list[str]) -> TrackResult:
         log.warning("frame %s: %s", seq, "; ".join(problems))
@@ -304,32 +314,43 @@ class Tracker:
             )
         return TrackResult(seq, t_ns, head, [], int(ExitStage.PREDICT), {}, 0, {}, {}, problems)
 
-    def _hands(self, frame: Frame, keypoints: tuple[Keypoints, ...], head: HeadPose, exit_stage: int) -> list[HandPose]:
+    def _start_hands(self, job: HandJob) -> None:
+        if self._hand_worker is not None:
+            try:
+                self._hand_worker.submit(job)
+            except HandWorkerError as exc:
+                self._lose_hand_worker(exc)
+
+    def _finish_hands(self, job: HandJob) -> tuple[list[HeadFrameHand], float]:
+        """The job's fitted hands (from the worker, or fitted here now) and the fit's compute time (ms)."""
+        if self._hand_worker is not None:
+            try:
+                return self._hand_worker.result()
+            except HandWorkerError as exc:
+                self._lose_hand_worker(exc)
+        t0 = time.perf_counter()
+        hands = self._hand_tracker.process(job)
+        return hands, (time.perf_counter() - t0) * 1e3
+
+    def _lose_hand_worker(self, exc: HandWorkerError) -> None:
+        log.warning("hands: %s; fitting them in this process from now on (their models start afresh)", exc)
+        self._hand_worker.close()
+        self._hand_worker = None
+
+    def _world_hands(self, frame: Frame, fitted: list[HeadFrameHand], head: HeadPose) -> list[HandPose]:
+        """The head-frame hands as world ``HandPose``s, with velocity and flags."""
         T_world_head = head.T_world_head
+        R_world_head = Rotation.from_matrix(T_world_head[:3, :3])
         out = []
-        seen = set()
-        pairs = pair_hands(keypoints[0], keypoints[1], self.rig)
-        stereo = any(left is not None and right is not None for _, left, right in pairs)
-        rectified = self.rig.rectification.rectify(frame.images) if stereo else None
-        for side, left, right in pairs:
-            observation = observe_hand(left, right, self.rig, self.config.hand, rectified)
-            model = self._hand_models.setdefault(side, HandModel(side))
-            fitted = model.update(observation) if observation is not None else None
-            if fitted is None:
-                continue
-            seen.add(side)
-            # the model works in the head frame, so the filter does not smooth the head's own motion twice
-            joints_head, observed = fitted
-            filt = self._hand_filters.setdefault(side, OneEuroFilter(self.config.hand_filter))
-            joints_head = filt(frame.t_ns, joints_head)
-            joints = transform_points(T_world_head, joints_head)
-            positions, orientations = hand_joint_frames(side, joints)
-            valid, tracked = openxr_flags(np.ones(21, bool), observed)
+        for hand in fitted:
+            positions = transform_points(T_world_head, hand.positions)
+            orientations = (R_world_head * Rotation.from_quat(hand.orientations)).as_quat()
+            valid, tracked = openxr_flags(np.ones(21, bool), hand.observed)
             velocity = np.zeros(3)
-            prev = self._hand_prev.get(side)
+            prev = self._hand_prev.get(hand.side)
             if prev is not None and frame.t_ns > prev[0]:
                 velocity = (positions[1] - prev[1]) / ((frame.t_ns - prev[0]) * 1e-9)
-            self._hand_prev[side] = (frame.t_ns, positions[1].copy())
+            self._hand_prev[hand.side] = (frame.t_ns, positions[1].copy())
             flags = TrackingFlags.tracked() if tracked[1] else TrackingFlags.predicted()
             if not head.flags.position_tracked:
                 flags = _demote(flags)
@@ -338,10 +359,10 @@ class Tracker:
                 HandPose(
                     frame.seq,
                     frame.t_ns,
-                    side,
+                    hand.side,
                     positions,
                     orientations,
-                    hand_radii(joints),
+                    hand.radii,
                     valid,
                     tracked,
                     velocity,
@@ -349,12 +370,9 @@ class Tracker:
                     exit_stage=int(ExitStage.FULL),
                 )
             )
-        for side in list(self._hand_filters):
-            if side not in seen:
-                self._hand_filters.pop(side)
-                self._hand_prev.pop(side, None)
-                if side in self._hand_models:
-                    self._hand_models[side].reset()
+        seen = {hand.side for hand in fitted}
+        for side in [s for s in self._hand_prev if s not in seen]:
+            self._hand_prev.pop(side)
         return out
 
 

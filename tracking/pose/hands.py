@@ -235,8 +235,8 @@ def refine_disparity(
 
 
 def hand_joint_frames(side: str, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """World positions (26, 3) and orientations (26, 4) (x, y, z, w) of the OpenXR joints for 21 MediaPipe
-    ``joints`` (21, 3) of a ``side`` hand."""
+    """Positions (26, 3) and orientations (26, 4) (x, y, z, w) of the OpenXR joints for 21 MediaPipe ``joints``
+    (21, 3) of a ``side`` hand, in the joints' frame (world or head: the construction turns with the hand)."""
     index, pinky = joints[INDEX_MCP] - joints[WRIST], joints[PINKY_MCP] - joints[WRIST]
     back = np.cross(index, pinky) if side == "left" else np.cross(pinky, index)
     back = back / np.linalg.norm(back) if np.linalg.norm(back) > 1e-9 else np.array([0.0, 1.0, 0.0])

@@ -624,16 +624,17 @@ void upsample_at(const at::Tensor& X, at::Tensor& Z, const at::Tensor& positions
   });
 }
 
+// The kernels touch no Python object: they release the GIL, so that two cameras' networks run in parallel threads.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("select_update", &select_update);
-  m.def("dilate_positions", &dilate_positions);
-  m.def("upsample_positions", &upsample_positions);
-  m.def("union_positions", &union_positions);
-  m.def("gather_windows", &gather_windows);
-  m.def("scatter_rows", &scatter_rows);
-  m.def("conv_rows", &conv_rows);
-  m.def("changed_positions", &changed_positions);
-  m.def("copy_positions", &copy_positions);
-  m.def("binary_positions", &binary_positions);
-  m.def("upsample_at", &upsample_at);
+  m.def("select_update", &select_update, py::call_guard<py::gil_scoped_release>());
+  m.def("dilate_positions", &dilate_positions, py::call_guard<py::gil_scoped_release>());
+  m.def("upsample_positions", &upsample_positions, py::call_guard<py::gil_scoped_release>());
+  m.def("union_positions", &union_positions, py::call_guard<py::gil_scoped_release>());
+  m.def("gather_windows", &gather_windows, py::call_guard<py::gil_scoped_release>());
+  m.def("scatter_rows", &scatter_rows, py::call_guard<py::gil_scoped_release>());
+  m.def("conv_rows", &conv_rows, py::call_guard<py::gil_scoped_release>());
+  m.def("changed_positions", &changed_positions, py::call_guard<py::gil_scoped_release>());
+  m.def("copy_positions", &copy_positions, py::call_guard<py::gil_scoped_release>());
+  m.def("binary_positions", &binary_positions, py::call_guard<py::gil_scoped_release>());
+  m.def("upsample_at", &upsample_at, py::call_guard<py::gil_scoped_release>());
 }
