@@ -18,6 +18,7 @@ from tracking.network.decode import (
     detect_points,
     sample_descriptors,
     scene_probabilities,
+    window_soft_argmax,
 )
 from tracking.network.metrics import agreement, hand_pck, point_repeatability
 from tracking.network.model import CELL_CLASSES, HAND_CHANNELS, STRIDE
@@ -101,6 +102,19 @@ def test_decode_hands_recovers_subpixel_joints_and_skips_absent_hands():
     assert [h.side for h in hands] == ["right"]
     assert np.abs(hands[0].joints_px - truth).max() < 0.3
     assert (hands[0].confidence > 0.8).all()
+
+
+def test_decoded_joints_are_the_training_losss_soft_argmax():
+    torch.manual_seed(0)
+    logits = torch.randn(HAND_CHANNELS, 60, 80) * 3
+    logits[:, 0, 5] = 12.0  # peaks at the border: windows clipped
+    logits[:3, 30, 79] = 13.0
+    config = DecodeConfig(presence_threshold=0.0)
+    joints = np.concatenate([h.joints_px for h in decode_hands(logits, config)])
+    peak = logits.reshape(HAND_CHANNELS, -1).argmax(1)
+    centres = torch.stack([peak % 80, peak // 80], 1)
+    expected = window_soft_argmax(logits, centres, config.joint_radius).numpy()
+    np.testing.assert_allclose(joints, expected, atol=1e-4)
 
 
 def test_sampled_descriptors_are_unit_vectors():

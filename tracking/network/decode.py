@@ -34,7 +34,7 @@ class DecodeConfig:
     presence_threshold: float = 0.3
 
 
-def cell_centres(index: torch.Tensor) -> torch.Tensor:
+def cell_centres(index: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
     """Pixel coordinate of the centre of cells ``index`` (any shape, integer or float) along one axis."""
     return index * STRIDE + (STRIDE - 1) / 2
 
@@ -133,16 +133,28 @@ def window_soft_argmax(logits: torch.Tensor, centres: torch.Tensor, radius: int)
 def decode_hands(hand_logits: torch.Tensor, config: DecodeConfig) -> tuple[HandKeypoints, ...]:
     """(42, h, w) joint logits -> the hands whose presence passes the threshold.
 
-    Per joint: the peak cell of its heatmap, refined by ``window_soft_argmax``; confidence = sigmoid of the peak
-    logit. Presence = mean of the 5 highest joint confidences (a hand half out of view still counts).
+    Per joint: the peak cell of its heatmap, refined by a softmax over the window of ``joint_radius`` cells around
+    it (``window_soft_argmax``, the training loss's reading, here in NumPy: a dozen small torch calls cost more
+    than the arithmetic, and two cameras decode at once in threads that share the GIL); confidence = sigmoid of
+    the peak logit. Presence = mean of the 5 highest joint confidences (a hand half out of view still counts).
     """
-    logits = hand_logits.float()
+    logits = hand_logits.detach().float().numpy()
     c, h, w = logits.shape
     flat = logits.reshape(c, -1)
-    peak, index = flat.max(1)
-    centres = torch.stack([index % w, index // w], 1)
-    joints = window_soft_argmax(logits, centres, config.joint_radius).numpy().astype(np.float32)
-    confidence = torch.sigmoid(peak).numpy().astype(np.float32)
+    index = flat.argmax(1)
+    rows = np.arange(c)
+    peak = flat[rows, index]
+    offsets = np.arange(-config.joint_radius, config.joint_radius + 1)
+    cy = (index // w)[:, None, None] + offsets[None, :, None]
+    cx = (index % w)[:, None, None] + offsets[None, None, :]
+    inside = (cy >= 0) & (cy < h) & (cx >= 0) & (cx < w)
+    window = np.where(inside, logits[rows[:, None, None], cy.clip(0, h - 1), cx.clip(0, w - 1)], -1e4)
+    weights = np.exp(window - peak[:, None, None])  # the peak is the window's maximum: no overflow
+    weights /= weights.sum((1, 2), keepdims=True)
+    x = (weights * cell_centres(cx)).sum((1, 2))
+    y = (weights * cell_centres(cy)).sum((1, 2))
+    joints = np.stack([x, y], 1).astype(np.float32)
+    confidence = (1.0 / (1.0 + np.exp(-peak))).astype(np.float32)
     hands = []
     for s, side in enumerate(HAND_SIDES):
         part = slice(s * HAND_JOINTS, (s + 1) * HAND_JOINTS)
