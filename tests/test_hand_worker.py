@@ -64,3 +64,12 @@ def test_a_failing_job_raises_the_workers_traceback_here():
     finally:
         worker.close()
     assert worker._process.poll() is not None
+
+
+def test_a_worker_that_cannot_start_leaves_the_hands_in_process(monkeypatch, caplog):
+    scene = PoseScene(seconds=0.1)
+    monkeypatch.setattr("sys.executable", "/bin/false")
+    with caplog.at_level(logging.WARNING), Tracker(scene.rig, TrackerConfig(gates_path=None, hand_process=True)) as t:
+        results = [t.process(f) for f in scene]
+    assert t._hand_worker is None and "fitting them in this process" in caplog.text
+    assert results[-1].hands and not results[-1].problems

@@ -31,9 +31,9 @@ from tracking.pose.hands import HandConfig
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 30.0
-"""How long the first result may take (the worker imports NumPy, SciPy and OpenCV first)."""
+"""How long the worker may take to start (it imports NumPy, SciPy and OpenCV: about a second)."""
 RESULT_TIMEOUT_S = 5.0
-"""How long any later result may take before the worker counts as stuck."""
+"""How long a frame's result may take before the worker counts as stuck."""
 
 
 class HandWorkerError(SkipTrackError):
@@ -41,8 +41,9 @@ class HandWorkerError(SkipTrackError):
 
 
 class HandWorker:
-    """Runs a ``HandTracker(rig, config, filter_config)`` in a daemon process. ``submit`` a job, then ``result``
-    for it (one job in flight at a time); ``reset`` and ``close`` as the in-process tracker."""
+    """Runs a ``HandTracker(rig, config, filter_config)`` in a child process, started (and ready) when this
+    returns; the child exits when this side closes or goes away. ``submit`` a job, then ``result`` for it (one
+    job in flight at a time); ``reset`` as the in-process tracker; ``close`` when done."""
 
     def __init__(self, rig: StereoRig, config: HandConfig, filter_config: OneEuroConfig) -> None:
         ours, theirs = socket.socketpair()
@@ -55,9 +56,9 @@ class HandWorker:
         )  # fmt: skip
         theirs.close()
         self._conn = Connection(ours.detach())
-        self._send(("start", (rig, config, filter_config)))
-        self._started = False
         self._in_flight = False
+        self._send(("start", (rig, config, filter_config)))
+        self._receive(START_TIMEOUT_S)  # ready: the first frame does not wait for the worker's imports
 
     def submit(self, job: HandJob) -> None:
         """Send the next frame's hands; a result nobody collected (the caller failed after its submit) is dropped
@@ -72,23 +73,15 @@ class HandWorker:
         if not self._in_flight:
             raise HandWorkerError("no hand job in flight; submit() one first")
         self._in_flight = False
-        timeout = RESULT_TIMEOUT_S if self._started else START_TIMEOUT_S
-        try:
-            if not self._conn.poll(timeout):
-                raise HandWorkerError(f"the hand worker gave no result within {timeout:g} s")
-            kind, payload, elapsed_ms = self._conn.recv()
-        except (EOFError, OSError) as exc:
-            raise HandWorkerError(f"the hand worker process stopped (exit code {self._process.poll()})") from exc
-        self._started = True
-        if kind == "error":
-            raise HandWorkerError(f"the hand worker failed on a frame:\n{payload}")
-        return payload, elapsed_ms
+        return self._receive(RESULT_TIMEOUT_S)
 
     def reset(self) -> None:
         self._send(("reset", None))
 
     def close(self) -> None:
-        """Stop the process (asks first, then terminates it after a second)."""
+        """Stop the process (asks first, kills it after a second); closing twice is harmless."""
+        if self._conn.closed:
+            return
         if self._process.poll() is None:
             try:
                 self._conn.send(("stop", None))
@@ -97,6 +90,18 @@ class HandWorker:
                 self._process.kill()
                 self._process.wait()
         self._conn.close()
+
+    def _receive(self, timeout_s: float) -> tuple:
+        try:
+            if not self._conn.poll(timeout_s):
+                self.close()
+                raise HandWorkerError(f"the hand worker gave no answer within {timeout_s:g} s")
+            kind, payload, elapsed_ms = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            raise HandWorkerError(f"the hand worker process stopped (exit code {self._process.poll()})") from exc
+        if kind == "error":
+            raise HandWorkerError(f"the hand worker failed:\n{payload}")
+        return payload, elapsed_ms
 
     def _send(self, message: tuple) -> None:
         try:
@@ -116,6 +121,7 @@ def _serve(conn: Connection) -> None:
             return  # the parent went away
         if kind == "start":
             tracker = HandTracker(*payload)
+            conn.send(("ready", None, 0.0))
             continue
         if kind == "stop":
             return

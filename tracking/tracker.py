@@ -126,7 +126,12 @@ class Tracker:
         hand_process = self.config.hand_process
         if hand_process is None:
             hand_process = (os.cpu_count() or 1) >= 2
-        self._hand_worker = HandWorker(rig, self.config.hand, self.config.hand_filter) if hand_process else None
+        self._hand_worker: HandWorker | None = None
+        if hand_process:
+            try:
+                self._hand_worker = HandWorker(rig, self.config.hand, self.config.hand_filter)
+            except HandWorkerError as exc:
+                log.warning("hands: %s; fitting them in this process", exc)
         self._hand_prev: dict[str, tuple[int, np.ndarray]] = {}
         self._last_t_ns: int | None = None
         self._last_head: HeadPose | None = None
@@ -333,7 +338,7 @@ class Tracker:
         return hands, (time.perf_counter() - t0) * 1e3
 
     def _lose_hand_worker(self, exc: HandWorkerError) -> None:
-        log.warning("hands: %s; fitting them in this process from now on (their models start afresh)", exc)
+        log.warning("hands: %s; fitting them in this process from now on (the hands start afresh)", exc)
         self._hand_worker.close()
         self._hand_worker = None
 
