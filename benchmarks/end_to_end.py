@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = args.scenarios.split(",")
     for dense in (False, True):  # warm-up, not recorded: the first run in a process pays one-time start-up costs
         measure(scenarios[0], 0.5, dense, args.paced, args.seed, not args.live_render)
+    results["threads"] = torch.get_num_threads()  # as the network provider set them: per camera thread
+    results["network_threads"] = "one thread per camera, each with the torch threads above"
     for scenario in scenarios:
         row = {}
         for mode in ("skip", "dense"):

@@ -410,7 +410,14 @@ def network_note(source: str | None) -> Callable[[dict], str]:
 def end_to_end_note(data: dict) -> str:
     paced = "paced (real time)" if data.get("paced") else "as fast as possible"
     frames = "frames rendered before the run" if data.get("prerendered") else "frames rendered in the loop"
-    return f"{E2E_SCENARIO}, {data.get('seconds')} s per run, {paced}, {frames}, {data.get('threads')} threads"
+    return f"{E2E_SCENARIO}, {data.get('seconds')} s per run, {paced}, {frames}, {e2e_threads(data)}"
+
+
+def e2e_threads(data: dict) -> str:
+    """How the end-to-end run used the cores: the network's camera threads (since stop 6) and torch's threads."""
+    if data.get("network_threads"):
+        return f"network on a thread per camera with {data.get('threads')} torch thread(s) each, hands in a 2nd process"
+    return f"{data.get('threads')} threads"
 
 
 def e2e(mode: str, key: str) -> Callable[[dict], object]:
@@ -864,7 +871,7 @@ def end_to_end_section(data: dict, plot: Path | None, caption: str, md_dir: Path
     load = load_average(data.get("load_avg_start"))
     lines = [
         f"The whole tracker (`run_tracker.py`: network, head and hand pose, filtering) on synthetic stereo "
-        f"320×240, {data.get('seconds')} s per run, {paced}, {data.get('threads')} threads, load average "
+        f"320×240, {data.get('seconds')} s per run, {paced}, {e2e_threads(data)}, load average "
         f"{load} at the start.",
         "",
     ]
