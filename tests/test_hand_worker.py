@@ -5,6 +5,7 @@ import logging
 import os
 
 import numpy as np
+import pytest
 from pose_scene import PoseScene
 
 from tracking.filter import OneEuroConfig
@@ -66,9 +67,10 @@ def test_a_failing_job_raises_the_workers_traceback_here():
     assert worker._process.poll() is not None
 
 
-def test_a_worker_that_cannot_start_leaves_the_hands_in_process(monkeypatch, caplog):
+@pytest.mark.parametrize("python", ["/bin/false", "/nonexistent/python"])
+def test_a_worker_that_cannot_start_leaves_the_hands_in_process(monkeypatch, caplog, python):
     scene = PoseScene(seconds=0.1)
-    monkeypatch.setattr("sys.executable", "/bin/false")
+    monkeypatch.setattr("sys.executable", python)
     with caplog.at_level(logging.WARNING), Tracker(scene.rig, TrackerConfig(gates_path=None, hand_process=True)) as t:
         results = [t.process(f) for f in scene]
     assert t._hand_worker is None and "fitting them in this process" in caplog.text

@@ -50,11 +50,16 @@ class HandWorker:
         repo = str(Path(__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
         # its own session: Ctrl-C in a terminal reaches the tracker, which then stops the worker
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "tracking.hand_worker", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()], env=env, start_new_session=True,
-        )  # fmt: skip
-        theirs.close()
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "tracking.hand_worker", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()], env=env, start_new_session=True,
+            )  # fmt: skip
+        except OSError as exc:
+            ours.close()
+            raise HandWorkerError(f"cannot start the hand worker ({sys.executable!r}: {exc})") from exc
+        finally:
+            theirs.close()
         self._conn = Connection(ours.detach())
         self._in_flight = False
         self._send(("start", (rig, config, filter_config)))
