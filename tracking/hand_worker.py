@@ -11,7 +11,6 @@ guard would start a tracker inside the worker).
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import subprocess
@@ -27,8 +26,6 @@ from skiptrack_types import SkipTrackError, StereoRig
 from tracking.filter import OneEuroConfig
 from tracking.hand_tracker import HandJob, HandTracker, HeadFrameHand
 from tracking.pose.hands import HandConfig
-
-log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 30.0
 """How long the worker may take to start (it imports NumPy, SciPy and OpenCV: about a second)."""
@@ -62,8 +59,12 @@ class HandWorker:
             theirs.close()
         self._conn = Connection(ours.detach())
         self._in_flight = False
-        self._send(("start", (rig, config, filter_config)))
-        self._receive(START_TIMEOUT_S)  # ready: the first frame does not wait for the worker's imports
+        try:
+            self._send(("start", (rig, config, filter_config)))
+            self._receive(START_TIMEOUT_S)  # ready: the first frame does not wait for the worker's imports
+        except HandWorkerError:
+            self.close()
+            raise
 
     def submit(self, job: HandJob) -> None:
         """Send the next frame's hands; a result nobody collected (the caller failed after its submit) is dropped
