@@ -73,13 +73,16 @@ class HandTracker:
         out = []
         for side, left, right in pairs:
             observation = observe_hand(left, right, self.rig, self.config, rectified)
-            model = self._models.setdefault(side, HandModel(side))
-            fitted = model.update(observation) if observation is not None else None
+            if side not in self._models:
+                self._models[side] = HandModel(side)
+            fitted = self._models[side].update(observation) if observation is not None else None
             if fitted is None:
                 continue
             # the model works in the head frame, so the filter does not smooth the head's own motion twice
             joints, observed = fitted
-            joints = self._filters.setdefault(side, OneEuroFilter(self.filter_config))(job.t_ns, joints)
+            if side not in self._filters:
+                self._filters[side] = OneEuroFilter(self.filter_config)
+            joints = self._filters[side](job.t_ns, joints)
             positions, orientations = hand_joint_frames(side, joints)
             out.append(HeadFrameHand(side, joints, observed, positions, orientations, hand_radii(joints)))
         seen = {hand.side for hand in out}

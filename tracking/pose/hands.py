@@ -242,20 +242,9 @@ def hand_joint_frames(side: str, joints: np.ndarray) -> tuple[np.ndarray, np.nda
     back = back / np.linalg.norm(back) if np.linalg.norm(back) > 1e-9 else np.array([0.0, 1.0, 0.0])
     palm_dir = joints[MIDDLE_MCP] - joints[WRIST]
     palm_dir = palm_dir if np.linalg.norm(palm_dir) > 1e-6 else np.array([0.0, 0.0, -1.0])
-    positions = np.zeros((26, 3))
-    tip_dirs = np.zeros((26, 3))
-    for k, src in enumerate(_OPENXR_FROM_MEDIAPIPE):
-        if src >= 0:
-            positions[k] = joints[src]
-            tip_dirs[k] = _bone_direction(src, joints)
-        elif src == -1:
-            positions[k] = 0.5 * (joints[WRIST] + joints[MIDDLE_MCP])
-            tip_dirs[k] = palm_dir
-        else:
-            base = list(FINGER_BASES.values())[-src - 2]
-            positions[k] = joints[WRIST] + METACARPAL_FRACTION * (joints[base] - joints[WRIST])
-            tip_dirs[k] = joints[base] - joints[WRIST]
-    return positions, _frame_quats(tip_dirs, back, palm_dir)
+    tip_dirs = _OPENXR_BONES @ joints
+    tip_dirs[0] = palm_dir  # the palm points along the middle metacarpal (or straight ahead when it has none)
+    return _OPENXR_POSITIONS @ joints, _frame_quats(tip_dirs, back, palm_dir)
 
 
 def hand_template(side: str) -> np.ndarray:
@@ -292,10 +281,27 @@ def joints_in_head(T_world_head: np.ndarray, joints_world: np.ndarray) -> np.nda
     return transform_points(invert(T_world_head), joints_world)
 
 
-def _bone_direction(src: int, joints: np.ndarray) -> np.ndarray:
-    if src in _CHILD:
-        return joints[_CHILD[src]] - joints[src]
-    return joints[src] - joints[_PARENT_OF_TIP[src]]
+def _openxr_maps() -> tuple[np.ndarray, np.ndarray]:
+    """The OpenXR joints' positions and bone directions as linear maps (26, 21) of the 21 MediaPipe joints: a
+    joint sits on a MediaPipe joint (bone: to its child, a tip: from its parent), the palm midway between wrist
+    and middle knuckle (bone: wrist to middle knuckle), a metacarpal base a quarter of the way from the wrist to
+    its knuckle (bone: wrist to knuckle)."""
+    positions, bones = np.zeros((26, 21)), np.zeros((26, 21))
+    for k, src in enumerate(_OPENXR_FROM_MEDIAPIPE):
+        if src >= 0:
+            positions[k, src] = 1.0
+            start, end = (src, _CHILD[src]) if src in _CHILD else (_PARENT_OF_TIP[src], src)
+        else:
+            base = MIDDLE_MCP if src == -1 else list(FINGER_BASES.values())[-src - 2]
+            fraction = 0.5 if src == -1 else METACARPAL_FRACTION
+            positions[k, WRIST], positions[k, base] = 1.0 - fraction, fraction
+            start, end = WRIST, base
+        bones[k, end] += 1.0
+        bones[k, start] -= 1.0
+    return positions, bones
+
+
+_OPENXR_POSITIONS, _OPENXR_BONES = _openxr_maps()
 
 
 def _frame_quats(tip_dirs: np.ndarray, back: np.ndarray, fallback_dir: np.ndarray) -> np.ndarray:
