@@ -2,7 +2,7 @@
 skip-convolution network vs the dense baseline (same weights), in one process.
 
     python benchmarks/end_to_end.py --json OUT [--seconds 5] [--scenarios seated,still_hand,look_around] [--paced]
-                                    [--live-render]
+                                    [--live-render] [--repeats 3]
 
 Without ``--paced`` frames are processed as fast as possible (throughput, fps); with it, in real time at the
 scenario's rate (the latency a user sees; frames the tracker is too late for are dropped and counted). The
@@ -10,7 +10,9 @@ synthetic frames are rendered before each run starts (``run_tracker.py --prerend
 frames without the host's CPU, while rendering one here costs ~12 ms of it; ``--live-render`` renders them in the
 loop instead. Prints and writes JSON: per scenario and mode, fps, latency p50/p99,
 MAC ratio, active fraction, head ATE; and the skip/dense fps ratio. Half a second of each mode runs first and is
-not recorded (the first run in a process pays the start-up costs).
+not recorded (the first run in a process pays the start-up costs). Each scenario runs ``--repeats`` times per
+mode, skip and dense alternating (this VM's speed drifts by tens of percent within minutes): fps is the median of
+the repeats (``fps_runs`` lists them) and the latency percentiles are over all their frames.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -37,6 +42,23 @@ def measure(scenario: str, seconds: float, dense: bool, paced: bool, seed: int, 
     return {**summary, "latencies_ms": [round(x, 2) for x in stats.latencies_ms]}
 
 
+def combine(summaries: list[dict], keep: tuple[str, ...]) -> dict:
+    """One row from repeated runs of a mode: the first run's fields, fps the median over the runs, frames and
+    dropped frames summed, latency percentiles over all the runs' frames."""
+    row = {k: summaries[0].get(k) for k in keep}
+    latencies = [x for s in summaries for x in s["latencies_ms"]]
+    row.update(
+        fps=round(float(statistics.median(s["fps"] for s in summaries)), 2),
+        fps_runs=[s["fps"] for s in summaries],
+        frames=sum(s["frames"] for s in summaries),
+        frames_dropped_late=sum(s.get("frames_dropped_late", 0) for s in summaries),
+        latency_ms_p50=round(float(np.percentile(latencies, 50)), 3) if latencies else None,
+        latency_ms_p99=round(float(np.percentile(latencies, 99)), 3) if latencies else None,
+        latencies_ms=latencies,
+    )
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, required=True)
@@ -45,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paced", action="store_true", help="real-time pacing (latency as a user sees it)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--live-render", action="store_true", help="render the synthetic frames in the loop")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per scenario and mode (medians reported)")
     args = parser.parse_args(argv)
     import torch
 
@@ -54,16 +77,19 @@ def main(argv: list[str] | None = None) -> int:
                                   "load_avg_start": os.getloadavg(), "scenarios": {}}  # fmt: skip
     keep = ("fps", "frames_dropped_late", "latency_ms_p50", "latency_ms_p99", "mac_ratio", "active_fraction",
             "head_ate_m", "frames", "latencies_ms")  # fmt: skip
+    results["repeats"] = max(1, args.repeats)
     scenarios = args.scenarios.split(",")
     for dense in (False, True):  # warm-up, not recorded: the first run in a process pays one-time start-up costs
         measure(scenarios[0], 0.5, dense, args.paced, args.seed, not args.live_render)
     results["threads"] = torch.get_num_threads()  # as the network provider set them: per camera thread
     results["network_threads"] = "one thread per camera, each with the torch threads above"
     for scenario in scenarios:
-        row = {}
-        for mode in ("skip", "dense"):
-            summary = measure(scenario, args.seconds, mode == "dense", args.paced, args.seed, not args.live_render)
-            row[mode] = {k: summary.get(k) for k in keep}
+        runs: dict[str, list[dict]] = {"skip": [], "dense": []}
+        for _ in range(max(1, args.repeats)):
+            for mode in runs:
+                runs[mode].append(measure(scenario, args.seconds, mode == "dense", args.paced, args.seed,
+                                          not args.live_render))  # fmt: skip
+        row = {mode: combine(summaries, keep) for mode, summaries in runs.items()}
         row["skip_over_dense_fps"] = round(row["skip"]["fps"] / row["dense"]["fps"], 3) if row["dense"]["fps"] else None
         results["scenarios"][scenario] = row
         print(scenario, json.dumps({m: {k: v for k, v in r.items() if k != "latencies_ms"} if isinstance(r, dict) else r

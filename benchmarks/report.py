@@ -101,7 +101,7 @@ QUICK = Settings(
     video_seconds=1.0,
     pose_seconds=3.0,
     bridge=("--seconds", "1", "--repeats", "1"),
-    end_to_end=("--seconds", "1", "--scenarios", "seated"),
+    end_to_end=("--seconds", "1", "--scenarios", "seated", "--repeats", "1"),
     timeout_s=240.0,
 )
 POSE_SCENARIOS = ("seated", "look_around")
@@ -871,7 +871,8 @@ def end_to_end_section(data: dict, plot: Path | None, caption: str, md_dir: Path
     load = load_average(data.get("load_avg_start"))
     lines = [
         f"The whole tracker (`run_tracker.py`: network, head and hand pose, filtering) on synthetic stereo "
-        f"320×240, {data.get('seconds')} s per run, {paced}, {e2e_threads(data)}, load average "
+        f"320×240, {data.get('seconds')} s per run, {data.get('repeats', 1)} run(s) per mode alternating skip and "
+        f"dense (fps: their median; latency: all their frames), {paced}, {e2e_threads(data)}, load average "
         f"{load} at the start.",
         "",
     ]
