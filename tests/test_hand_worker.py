@@ -15,16 +15,16 @@ from tracking.pose.hands import HandConfig
 from tracking.tracker import Tracker, TrackerConfig, TruthKeypointProvider
 
 
-def _run(scene, hand_process, frames=None):
+def _run(scene, hand_process):
     config = TrackerConfig(gates_path=None, hand_process=hand_process, keypoint_provider=TruthKeypointProvider(seed=3))
     with Tracker(scene.rig, config) as tracker:
-        return [tracker.process(f) for f in (frames or list(scene))], tracker
+        return [tracker.process(f) for f in scene]
 
 
 def test_hands_from_the_worker_process_equal_the_in_process_ones():
     scene = PoseScene(seconds=0.4)
-    here, _ = _run(scene, False)
-    there, _ = _run(scene, True)
+    here = _run(scene, False)
+    there = _run(scene, True)
     assert sum(len(r.hands) for r in here) >= len(here)  # hands were fitted at all
     for a, b in zip(here, there, strict=True):
         assert [h.side for h in a.hands] == [h.side for h in b.hands]
