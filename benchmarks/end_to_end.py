@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
-    results: dict[str, object] = {"threads": torch.get_num_threads(), "seconds": args.seconds, "paced": args.paced,
+    results: dict[str, object] = {"seconds": args.seconds, "paced": args.paced,
                                   "prerendered": not args.live_render,
                                   "load_avg_start": os.getloadavg(), "scenarios": {}}  # fmt: skip
     keep = ("fps", "frames_dropped_late", "latency_ms_p50", "latency_ms_p99", "mac_ratio", "active_fraction",

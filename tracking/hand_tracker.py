@@ -42,12 +42,11 @@ class HandJob:
 
 @dataclass(frozen=True, eq=False)
 class HeadFrameHand:
-    """One fitted hand in the head frame: the smoothed 21 MediaPipe ``joints`` (21, 3) m, which of them the
-    cameras ``observed`` (21,) bool, and the 26 OpenXR joints: ``positions`` (26, 3) m, ``orientations`` (26, 4)
-    (x, y, z, w), ``radii`` (26,) m."""
+    """One fitted hand in the head frame: which of the 21 MediaPipe joints the cameras ``observed`` (21,) bool,
+    and the 26 OpenXR joints of the smoothed fit: ``positions`` (26, 3) m, ``orientations`` (26, 4) (x, y, z, w),
+    ``radii`` (26,) m."""
 
     side: str
-    joints: np.ndarray
     observed: np.ndarray
     positions: np.ndarray
     orientations: np.ndarray
@@ -84,7 +83,7 @@ class HandTracker:
                 self._filters[side] = OneEuroFilter(self.filter_config)
             joints = self._filters[side](job.t_ns, joints)
             positions, orientations = hand_joint_frames(side, joints)
-            out.append(HeadFrameHand(side, joints, observed, positions, orientations, hand_radii(joints)))
+            out.append(HeadFrameHand(side, observed, positions, orientations, hand_radii(joints)))
         seen = {hand.side for hand in out}
         for side in HAND_SIDES:
             if side not in seen and self._filters.pop(side, None) is not None:

@@ -263,17 +263,7 @@ def hand_radii(joints: np.ndarray) -> np.ndarray:
 def openxr_flags(valid21: np.ndarray, tracked21: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-OpenXR-joint valid and tracked flags (26,) from the 21 MediaPipe flags; derived joints need their
     sources (palm: wrist and middle knuckle; metacarpal bases: wrist and their knuckle)."""
-    valid, tracked = np.zeros(26, bool), np.zeros(26, bool)
-    for k, src in enumerate(_OPENXR_FROM_MEDIAPIPE):
-        if src >= 0:
-            srcs = [src]
-        elif src == -1:
-            srcs = [WRIST, MIDDLE_MCP]
-        else:
-            srcs = [WRIST, list(FINGER_BASES.values())[-src - 2]]
-        valid[k] = valid21[srcs].all()
-        tracked[k] = tracked21[srcs].all()
-    return valid, tracked
+    return ~(_OPENXR_SOURCES & ~valid21).any(axis=1), ~(_OPENXR_SOURCES & ~tracked21).any(axis=1)
 
 
 def joints_in_head(T_world_head: np.ndarray, joints_world: np.ndarray) -> np.ndarray:
@@ -302,6 +292,8 @@ def _openxr_maps() -> tuple[np.ndarray, np.ndarray]:
 
 
 _OPENXR_POSITIONS, _OPENXR_BONES = _openxr_maps()
+_OPENXR_SOURCES = _OPENXR_POSITIONS != 0
+"""(26, 21) bool: the MediaPipe joints each OpenXR joint is placed from."""
 
 
 def _frame_quats(tip_dirs: np.ndarray, back: np.ndarray, fallback_dir: np.ndarray) -> np.ndarray:
