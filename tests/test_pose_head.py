@@ -59,7 +59,8 @@ def test_gyro_integration_matches_the_true_rotation():
     scene = PoseScene(seconds=0.5)
     T0, T1 = scene.pose(0.1), scene.pose(0.2)
     imu = scene.imu(0.1, 0.2)
-    R, _ = integrate_gyro(T0[:3, :3], imu, 1_000_000_000 + 100_000_000, scene.rig.T_head_imu, np.zeros(3))
+    t0, t1 = 1_000_000_000 + 100_000_000, 1_000_000_000 + 200_000_000
+    R, _ = integrate_gyro(T0[:3, :3], imu, t0, t1, scene.rig.T_head_imu, np.zeros(3))
     _, angle = pose_delta(np.block([[R, np.zeros((3, 1))], [np.zeros((1, 3)), 1]]), T1)
     assert np.degrees(angle) < 0.05
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from skiptrack_types import StereoRig, TrackingFlags
 from tracking.keypoints import Keypoints
+from tracking.pose.fusion import RotationPrior
 from tracking.pose.geometry import make_transform, matrix_to_rotvec, pose_delta, rotvec_to_matrix
 from tracking.pose.head import HeadConfig, HeadStages, StageResult, gravity_aligned_orientation, integrate_gyro
 from tracking.pose.map import UNMATCHED
@@ -52,6 +53,8 @@ class CascadeConfig:
     lost_position_s: float = 1.0
     bias_window_s: float = 0.3
     bias_gain: float = 0.3
+    gyro_drift_rad_per_sqrt_s: float = 5e-3
+    vision_rotation_sigma_rad: float = 5e-3
     supervise: bool = False
 
 
@@ -93,6 +96,7 @@ class RefinementCascade:
         self._frames_since_map_update = 0
         self._anchor: tuple[int, np.ndarray] | None = None
         self._gyro_since_anchor = np.eye(3)
+        self._rotation_covariance: np.ndarray | None = None
 
     @property
     def initialized(self) -> bool:
@@ -103,6 +107,7 @@ class RefinementCascade:
         self._velocity = np.zeros(3)
         self._ok = False
         self._anchor = None
+        self._rotation_covariance = None
 
     def step(self, seq: int, t_ns: int, keypoints: tuple[Keypoints, ...], imu: np.ndarray | None) -> CascadeOutcome:
         """Estimate the head pose of one frame from its keypoints (one per camera) and IMU rows (or None)."""
@@ -117,12 +122,13 @@ class RefinementCascade:
         # stage 0: gyro (or the last angular velocity) and constant velocity
         R_prev = self._T[:3, :3]
         if imu is not None:
-            R_pred, omega_head = integrate_gyro(R_prev, imu, self._prev_t_ns, self.rig.T_head_imu, self._bias)
+            R_pred, omega_head = integrate_gyro(R_prev, imu, self._prev_t_ns, t_ns, self.rig.T_head_imu, self._bias)
             self._omega_world = R_pred @ omega_head
         else:
             R_pred = rotvec_to_matrix(self._omega_world * dt) @ R_prev
         velocity = self._velocity if self._ok else np.zeros(3)
         T_pred = make_transform(R_pred, self._T[:3, 3] + velocity * dt)
+        prior = self._rotation_prior(R_pred, dt) if imu is not None else None
         costs = {0: len(imu) if imu is not None else 1}
         gyro_rate = float(np.linalg.norm(self._omega_world))
         speed = float(np.linalg.norm(velocity))
@@ -136,7 +142,7 @@ class RefinementCascade:
         r1: StageResult | None = None
         # a frame already bound for the full stage skips tracking (its pose would only seed the full stage)
         if self._ok and (cfg.supervise or (committed is None and not forced)):
-            r1 = self.stages.track_guided(T_pred, keypoints)
+            r1 = self.stages.track_guided(T_pred, keypoints, prior)
             costs[1] = r1.cost
             matched = r1.inliers / max(len(keypoints[r1.camera]), 1)
             features[1] = _features(r1, r1.T_world_head, T_pred, matched, gyro_rate, speed, since_full)
@@ -153,7 +159,7 @@ class RefinementCascade:
         relocalized = False
         if committed is None or cfg.supervise:
             tracked = r1 is not None and r1.ok
-            r2 = self.stages.match_full(r1.T_world_head if tracked else T_pred, keypoints, since_fix, tracked)
+            r2 = self.stages.match_full(r1.T_world_head if tracked else T_pred, keypoints, since_fix, tracked, prior)
             costs[2] = r2.cost
             if r2.ok:
                 poses[2] = r2.T_world_head
@@ -171,7 +177,7 @@ class RefinementCascade:
                         committed = (ExitStage.RELOCALIZE, r3)
                         self._full_matched = None
                         relocalized = not self._ok or since_fix > cfg.max_predict_s
-        return self._commit(seq, t_ns, imu, T_pred, committed, costs, features, poses, relocalized)
+        return self._commit(seq, t_ns, imu, T_pred, prior, committed, costs, features, poses, relocalized)
 
     # ------------------------------------------------------------------------------------------- internals
 
@@ -186,6 +192,14 @@ class RefinementCascade:
             self._frames_since_map_update = 0
             return True
         return False
+
+    def _rotation_prior(self, R_pred: np.ndarray, dt: float) -> RotationPrior | None:
+        """The gyro's word on this frame's orientation: the last orientation carried forward (``R_pred``), its
+        covariance grown by the gyro's drift over ``dt``; None while the orientation is unknown (not tracking)."""
+        if not self._ok or self._rotation_covariance is None:
+            return None
+        growth = self.config.gyro_drift_rad_per_sqrt_s**2 * dt
+        return RotationPrior(R_pred, self._rotation_covariance + growth * np.eye(3))
 
     def _gate(self, stage: int, features: np.ndarray) -> bool:
         gates = self.config.gates
@@ -206,6 +220,8 @@ class RefinementCascade:
             self._fix_t_ns = self._full_t_ns = t_ns
             self._fix_position = T0[:3, 3].copy()
             self._anchor = (t_ns, R0.copy())
+            if imu is not None:
+                self._rotation_covariance = self.config.vision_rotation_sigma_rad**2 * np.eye(3)
             flags = TrackingFlags.tracked()
         else:
             flags = TrackingFlags.lost()
@@ -219,6 +235,7 @@ class RefinementCascade:
         t_ns: int,
         imu: np.ndarray | None,
         T_pred: np.ndarray,
+        prior: RotationPrior | None,
         committed: tuple[ExitStage, StageResult | None] | None,
         costs: dict[int, int],
         features: dict[int, np.ndarray],
@@ -242,13 +259,16 @@ class RefinementCascade:
             )
             self._velocity = np.zeros(3)
             self._anchor = None
+            self._rotation_covariance = None
         else:
             stage, result = committed
             T = T_pred if result is None else result.T_world_head
             if result is None:
                 since_fix = (t_ns - self._fix_t_ns) * 1e-9
                 flags = TrackingFlags.tracked() if since_fix <= cfg.max_predict_s else TrackingFlags.predicted()
+                self._rotation_covariance = None if prior is None else prior.covariance
             else:
+                self._rotation_covariance = self._fused_covariance(result, imu is not None)
                 self._vision_fix(t_ns, T, imu is not None)
                 self._tracked_ids = result.tracked_ids
                 self._ok = True
@@ -276,6 +296,15 @@ class RefinementCascade:
             poses,
             relocalized,
         )
+
+    def _fused_covariance(self, result: StageResult, has_imu: bool) -> np.ndarray | None:
+        """The orientation covariance after a stage that saw the images: the fusion's, or for a pose the images
+        gave alone (no prior yet, a relocalization) ``vision_rotation_sigma_rad`` on each axis."""
+        if not has_imu:
+            return None
+        if result.rotation_covariance is not None:
+            return result.rotation_covariance
+        return self.config.vision_rotation_sigma_rad**2 * np.eye(3)
 
     def _vision_fix(self, t_ns: int, T: np.ndarray, has_imu: bool) -> None:
         """Update velocity and gyro bias from a pose the cameras confirmed."""
