@@ -71,10 +71,18 @@ def sequence_keypoints(frames, source: str, seed: int) -> list[tuple]:
 
 
 def train(
-    seconds: float, tau_m: float, tau_deg: float, threshold: float, rounds: int, keypoint_sources: tuple[str, ...]
+    seconds: float,
+    tau_m: float,
+    tau_deg: float,
+    threshold: float,
+    rounds: int,
+    keypoint_sources: tuple[str, ...],
+    train_threshold: float = 0.7,
 ) -> tuple[GateSet, dict]:
     """Gates fitted on every training sequence once per keypoint source (the features of both kinds of keypoints,
-    so that one gate file serves either)."""
+    so that one gate file serves either). Later rounds commit what the previous round's gates choose at
+    ``train_threshold`` (lower than the shipped ``threshold``: more exits, so the gates see more of the states
+    exits lead to); the file carries ``threshold``."""
     from hardware import open_source
 
     gates: GateSet | None = None
@@ -106,8 +114,8 @@ def train(
                 "exit_rate": float(exits.mean()),
                 "exit_precision": float(y[exits].mean()) if exits.any() else float("nan"),
             }
-        gates = GateSet(fitted, threshold, tau_m, tau_deg)
-    return gates, report
+        gates = GateSet(fitted, train_threshold, tau_m, tau_deg)
+    return GateSet(gates.gates, threshold, tau_m, tau_deg), report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds per training sequence")
     parser.add_argument("--tau-mm", type=float, default=2.0, help="τ: translation tolerance, mm")
     parser.add_argument("--tau-deg", type=float, default=0.1, help="τ: rotation tolerance, degrees")
-    parser.add_argument("--threshold", type=float, default=0.7, help="exit when P(within τ) reaches this")
+    parser.add_argument("--threshold", type=float, default=0.85,
+                        help="exit when P(within τ) reaches this (the shipped default)")
+    parser.add_argument("--train-threshold", type=float, default=0.7,
+                        help="the threshold at which round 2 follows round 1's gates")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=DEFAULT_GATES_PATH)
     parser.add_argument("--keypoints", choices=("truth", "network", "both"), default="both",
@@ -124,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR)
     try:
         sources = ("truth", "network") if args.keypoints == "both" else (args.keypoints,)
-        gates, report = train(args.seconds, args.tau_mm * 1e-3, args.tau_deg, args.threshold, args.rounds, sources)
+        gates, report = train(
+            args.seconds, args.tau_mm * 1e-3, args.tau_deg, args.threshold, args.rounds, sources, args.train_threshold
+        )
     except SkipTrackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

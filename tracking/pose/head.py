@@ -38,7 +38,7 @@ class HeadConfig:
 
     stereo: StereoConfig = field(default_factory=StereoConfig)
     map: MapConfig = field(default_factory=MapConfig)
-    track_subset: int = 150
+    track_subset: int = 1000
     track_lm_iterations: int = 10
     track_radius_px: float = 10.0
     search_radius_px: float = 30.0
