@@ -105,6 +105,7 @@ QUICK = Settings(
     timeout_s=240.0,
 )
 POSE_SCENARIOS = ("seated", "look_around")
+NETWORK_POSE_JOB = "pose_network_seated"  # the same evaluation on the keypoint network's keypoints, skip vs dense
 E2E_SCENARIO = "seated"  # the end-to-end scenario the headline rows read
 VIDEO_START_S = 48.0  # the part of vtest.avi the network never saw in training (tracking/weights/README.md)
 
@@ -115,11 +116,10 @@ def jobs_for(out_dir: Path, settings: Settings, video: Path) -> list[Job]:
     def out(name: str) -> str:
         return shown(out_dir / f"{name}.json")
 
-    def pose(scenario: str) -> Job:
-        name = f"pose_{scenario}"
+    def pose(scenario: str, name: str, *options: str) -> Job:
         return Job("pose", name, ("-m", "tracking.evaluate", "--source", f"synthetic:{scenario}", "--seed", "1",
                                   "--seconds", str(settings.pose_seconds), "--json", out(name),
-                                  "--tum-dir", shown(out_dir / f"{name}_tum")))  # fmt: skip
+                                  "--tum-dir", shown(out_dir / f"{name}_tum"), *options))  # fmt: skip
 
     return [
         Job("skipconv", "skipconv", ("benchmarks/skipconv.py", "--json", out("skipconv"), "--video", shown(video),
@@ -129,7 +129,8 @@ def jobs_for(out_dir: Path, settings: Settings, video: Path) -> list[Job]:
         Job("network", "network_video", ("benchmarks/network.py", "--json", out("network_video"), "--video",
                                          shown(video), "--start", str(VIDEO_START_S),
                                          "--seconds", str(settings.video_seconds))),
-        *(pose(scenario) for scenario in POSE_SCENARIOS),
+        *(pose(scenario, f"pose_{scenario}") for scenario in POSE_SCENARIOS),
+        pose("seated", NETWORK_POSE_JOB, "--keypoints", "network", "--vs-dense"),
         Job("bridge", "bridge", ("benchmarks/bridge.py", "--json", out("bridge"), *settings.bridge)),
         Job("end_to_end", "end_to_end", ("benchmarks/end_to_end.py", "--json", out("end_to_end"),
                                          *settings.end_to_end)),
@@ -424,9 +425,9 @@ def e2e(mode: str, key: str) -> Callable[[dict], object]:
     return lambda data: dig(data, "scenarios", E2E_SCENARIO, mode, key)
 
 
-def early_exit_checks(scenario: str) -> tuple[Check, Check]:
+def early_exit_checks(scenario: str, job: str | None = None) -> tuple[Check, Check]:
     """Issue 5: early exit saves ≥ 2.5× refinement compute with ATE no more than 2% worse than always-full."""
-    job = f"pose_{scenario}"
+    job = job or f"pose_{scenario}"
     return (
         Check(job, f"{scenario} refinement compute saved by early exit", lambda d: dig(d, "refine_saving"), "{:.2f}×",
               ("≥", 2.5), lambda d: f"exit stages {stage_mix(dig(d, 'exit_stage_hist'))}"),
@@ -512,6 +513,15 @@ CHECKS: dict[str, tuple[Check, ...]] = {
         Check("pose_look_around", "look_around head ATE", lambda d: ratio(dig(d, "head_ate_m"), 1e-3), "{:.1f} mm",
               ("≤", 20.0)),
         *(check for scenario in POSE_SCENARIOS for check in early_exit_checks(scenario)),
+        Check(NETWORK_POSE_JOB, "seated head ATE, network keypoints", lambda d: ratio(dig(d, "head_ate_m"), 1e-3),
+              "{:.1f} mm", ("≤", 10.0), lambda d: f"{fmt(dig(d, 'head_ate_deg'), '{:.2f}')}°"),
+        Check(NETWORK_POSE_JOB, "seated hand MPJPE, network keypoints", lambda d: dig(d, "hand_mpjpe_mm"),
+              "{:.1f} mm", ("≤", 10.0),
+              lambda d: f"joints a camera saw: {fmt(dig(d, 'hand_mpjpe_tracked_mm'), '{:.1f}')} mm"),
+        Check(NETWORK_POSE_JOB, "seated head position, skip vs dense network (median)",
+              lambda d: dig(d, "skip_vs_dense_mm", "median"), "{:.2f} mm", ("≤", 2.0),
+              lambda d: f"p95 {fmt(dig(d, 'skip_vs_dense_mm', 'p95'), '{:.1f}')} mm"),
+        *early_exit_checks("seated (network keypoints)", NETWORK_POSE_JOB),
     ),
     "bridge": (
         Check("bridge", "tcp publish→receive p50", lambda d: dig(d, "medians", "tcp", "p50_us"), "{:.0f} µs", None,
@@ -791,6 +801,7 @@ POSE_COLUMNS = (
     Column("exit stages", lambda r: stage_mix(r.get("exit_stage_hist"))),
     Column("tracked", key("tracked_fraction"), "{:.1%}"),
     Column("relocalization s", key("relocalization_s"), "{:.2f}"),
+    Column("skip vs dense mm", key("skip_vs_dense_mm", "median"), "{:.2f}"),
 )
 BRIDGE_COLUMNS = tuple(
     Column(name.replace("_us", " µs").replace("_", " "), key(name), "{:g}")
@@ -841,14 +852,17 @@ def network_section(results: Results) -> list[str]:
 
 
 def pose_section(results: Results, plot: Path | None, md_dir: Path) -> list[str]:
-    labelled = [([s], results.data[f"pose_{s}"]) for s in POSE_SCENARIOS if f"pose_{s}" in results.data]
+    labelled = [([s, "truth"], results.data[f"pose_{s}"]) for s in POSE_SCENARIOS if f"pose_{s}" in results.data]
+    if NETWORK_POSE_JOB in results.data:
+        labelled.append((["seated", "network (skip)"], results.data[NETWORK_POSE_JOB]))
     if not labelled:
         return []
     intro = (
-        "`python -m tracking.evaluate` with truth keypoints (0.5 px noise) on held-out seeds: ATE after SE(3) "
-        "alignment, RPE over 1 s, early exit against always running the full cascade."
+        "`python -m tracking.evaluate` on held-out seeds, with truth keypoints (0.5 px noise) and with the keypoint "
+        "network's (skip-convolution; the dense network's run alongside gives the skip-vs-dense head difference): "
+        "ATE after SE(3) alignment, RPE over 1 s, early exit against always running the full cascade."
     )
-    lines = [intro, "", *table(labelled, ["scenario"], POSE_COLUMNS)]
+    lines = [intro, "", *table(labelled, ["scenario", "keypoints"], POSE_COLUMNS)]
     if plot is not None:
         lines += ["", f"![Head trajectory against truth]({link(plot, md_dir)})"]
     return lines

@@ -142,3 +142,21 @@ def test_pose_difference_counts_only_frames_both_runs_tracked():
     d = pose_difference_mm(a, b)
     assert d["frames"] == 2
     assert d["median"] == pytest.approx(2.0) and d["max"] == pytest.approx(3.0)
+
+
+def test_aligned_pose_difference_takes_out_a_constant_offset_only():
+    from tracking.evaluate import Run, pose_difference_mm
+
+    def run(xs, ys):
+        est = [np.eye(4) for _ in xs]
+        for T, x, y in zip(est, xs, ys, strict=True):
+            T[0, 3], T[1, 3] = x, y
+        n = len(xs)
+        return Run(list(range(n)), est, est, [True] * n, [False] * n, [2] * n, 0, [], [], [])
+
+    xs = np.linspace(0.0, 0.1, 21)
+    shifted = pose_difference_mm(run(xs, np.zeros(21)), run(xs + 0.004, np.zeros(21)))
+    assert shifted["median"] == pytest.approx(4.0) and shifted["median_aligned"] == pytest.approx(0.0, abs=1e-6)
+    wobble = 0.002 * (-1.0) ** np.arange(21)  # ±2 mm from frame to frame: no rigid motion takes it out
+    jitter = pose_difference_mm(run(xs, np.zeros(21)), run(xs, wobble))
+    assert jitter["median_aligned"] == pytest.approx(2.0, abs=0.2)

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tau-mm", type=float, default=2.0, help="τ: translation tolerance, mm")
     parser.add_argument("--tau-deg", type=float, default=0.1, help="τ: rotation tolerance, degrees")
     parser.add_argument("--threshold", type=float, default=0.85,
-                        help="exit when P(within τ) reaches this (the shipped default)")
+                        help="exit when P(within τ) reaches this (the shipped default)")  # fmt: skip
     parser.add_argument("--train-threshold", type=float, default=0.7,
                         help="the threshold at which round 2 follows round 1's gates")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=2)

@@ -73,9 +73,6 @@ class StageResult:
     used camera 1)."""
     rotation_covariance: np.ndarray | None = None
     """With a gyro prior: the covariance (3, 3) of the fused orientation (see tracking.pose.fusion)."""
-    vision_R_world_head: np.ndarray | None = None
-    """With a gyro prior: the orientation (3, 3) the images alone gave (for the gyro bias, which must not be
-    measured against an orientation the gyro itself shaped)."""
 
 
 def gravity_aligned_orientation(imu: np.ndarray, T_head_imu: np.ndarray) -> np.ndarray:
@@ -396,7 +393,6 @@ class HeadStages:
         if prior is None:
             T_world_head = invert(T_cam_world) @ invert(T_head_cam)
             return StageResult(T_world_head, True, inliers, residual, landmark_ids[keep], cam, cost)
-        vision_R = T_head_cam[:3, :3] @ T_cam_world[:3, :3]
         T_cam_world, covariance = fuse_rotation_prior(
             obj[keep], norm[keep], T_cam_world, T_head_cam[:3, :3], prior,
             cfg.fusion_pixel_sigma / camera.fx, cfg.fusion_iterations,
@@ -404,9 +400,8 @@ class HeadStages:
         cost += cfg.fusion_iterations * inliers
         T_world_head = invert(T_cam_world) @ invert(T_head_cam)
         return StageResult(
-            T_world_head, True, inliers, residual, landmark_ids[keep], cam, cost,
-            rotation_covariance=covariance, vision_R_world_head=vision_R.T,
-        )  # fmt: skip
+            T_world_head, True, inliers, residual, landmark_ids[keep], cam, cost, rotation_covariance=covariance
+        )
 
     def _spread(self, pixels: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Indices of up to ``track_subset`` of the landmarks ``ids`` (K,) seen at ``pixels`` (K, 2), spread over a
