@@ -5,14 +5,14 @@ image almost alike, so PnP on one camera trades one for the other: with the keyp
 head's position error was 90 % explained by its orientation error (2.7-2.9 m per rad, about the scene's depth).
 The gyro knows the rotation since the last frame to a few microradians. So the pose stages refine PnP's pose by a
 few Gauss-Newton steps on the reprojection errors of its inliers plus a prior on the orientation: the last fused
-orientation carried forward by the gyro, with a covariance grown by the gyro's noise since then (an error-state
+orientation carried forward by the gyro, with a covariance grown by the gyro's drift since then (an error-state
 Kalman filter on orientation whose measurement is the PnP problem itself). Where the images cannot tell rotation
 from translation the prior decides the rotation and the translation follows along the ambiguity; where they can,
 the images win.
 
-The reprojection terms weigh each point by ``pixel_sigma``, far above a detector's per-point noise: the errors of
-neighbouring keypoints are correlated (shared texture, shared blur), so N points carry much less than N
-independent measurements' information.
+The reprojection terms weigh each point by ``HeadConfig.fusion_pixel_sigma`` (4 px), far above a detector's
+per-point noise: the errors of neighbouring keypoints are correlated (shared texture, shared blur), so N points
+carry much less than N independent measurements' information.
 """
 
 from __future__ import annotations
