@@ -697,7 +697,8 @@ def plot_trajectories(folder: Path, scenarios: list[str], path: Path) -> Path | 
         ax.set_xlabel("x (m)")
         ax.set_ylabel("z (m)")
         ax.tick_params(labelsize=8)
-        ax.set_title(f"{scenario} ({len(gt)} poses)", fontsize=10)
+        title = "seated, network keypoints" if scenario == NETWORK_POSE_JOB.removeprefix("pose_") else scenario
+        ax.set_title(f"{title} ({len(gt)} poses)", fontsize=10)
         ax.legend(fontsize=8)
     return save(fig, path)
 
