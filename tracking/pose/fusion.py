@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tracking.pose.geometry import matrix_to_rotvec, rotvec_to_matrix
+from tracking.pose.geometry import matrix_to_rotvec, rotvec_to_matrix, skew
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,14 +31,6 @@ class RotationPrior:
 
     R_world_head: np.ndarray
     covariance: np.ndarray
-
-
-def _skew(v: np.ndarray) -> np.ndarray:
-    """Skew matrices (N, 3, 3) of vectors (N, 3)."""
-    out = np.zeros((len(v), 3, 3))
-    out[:, 0, 1], out[:, 0, 2], out[:, 1, 2] = -v[:, 2], v[:, 1], -v[:, 0]
-    out[:, 1, 0], out[:, 2, 0], out[:, 2, 1] = v[:, 2], -v[:, 1], v[:, 0]
-    return out
 
 
 def fuse_rotation_prior(
@@ -70,7 +62,7 @@ def fuse_rotation_prior(
         d_uv_d_x = np.zeros((len(X), 2, 3))
         d_uv_d_x[:, 0, 0] = d_uv_d_x[:, 1, 1] = inv_z
         d_uv_d_x[:, :, 2] = -X[:, :2] * inv_z[:, None] ** 2
-        J = np.concatenate([-d_uv_d_x @ _skew(X), d_uv_d_x], axis=2).reshape(-1, 6)
+        J = np.concatenate([-d_uv_d_x @ skew(X), d_uv_d_x], axis=2).reshape(-1, 6)
         prior_residual = matrix_to_rotvec(R @ R_cw_prior.T)  # δθ = −this takes R onto the prior
         H = weight * (J.T @ J)
         H[:3, :3] += info_prior

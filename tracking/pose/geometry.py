@@ -40,6 +40,13 @@ def matrix_to_rotvec(R: np.ndarray) -> np.ndarray:
     return cv2.Rodrigues(np.ascontiguousarray(R, dtype=np.float64))[0].ravel()
 
 
+def skew(v: np.ndarray) -> np.ndarray:
+    """Cross-product matrices (N, 3, 3) of vectors (N, 3): skew(v) @ w = v x w."""
+    out = np.zeros((len(v), 3, 3))
+    out[:, 0, 1], out[:, 0, 2], out[:, 1, 2] = -v[:, 2], v[:, 1], -v[:, 0]
+    return out - out.transpose(0, 2, 1)
+
+
 def rotation_angle(R: np.ndarray) -> np.ndarray | float:
     """Angle (rad) of rotations ``R`` (..., 3, 3), from sin and cos together (accurate near 0 and near π)."""
     R = np.asarray(R, dtype=np.float64)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tracking.pose.geometry import kabsch, matrix_to_rotvec, rotvec_to_matrix
+from tracking.pose.geometry import kabsch, matrix_to_rotvec, rotvec_to_matrix, skew
 from tracking.pose.hands import HandObservation, hand_template
 
 PALM = np.array([0, 1, 5, 9, 13, 17])
@@ -380,7 +380,7 @@ class _HandProblem:
         chains, d_chains = _chain_kinematics(self.base, self.rest, self.side_dir, self.lengths, angles)
         points = np.concatenate([self.palm, chains.reshape(15, 3)]) @ R.T + t  # (21, 3)
         d_points = np.zeros((21, 3, 31))
-        d_points[:, :, :3] = -_skew(points - t)
+        d_points[:, :, :3] = -skew(points - t)
         d_points[:, :, 3:6] = np.eye(3)
         # chain c's joints (rows 6 + 3c .. 6 + 3c + 2) depend on that chain's five angles only
         d_points[_CHAIN_JOINT_ROWS, _XYZ, _CHAIN_ANGLE_COLS] = np.einsum("ij,cnpj->cnip", R, d_chains)
@@ -472,13 +472,6 @@ def _chain_kinematics(
     # an angle moves only the joints beyond its pivot: PIP and twist not the first joint, DIP only the last
     moves = np.array([[1, 1, 0, 0, 0], [1, 1, 1, 0, 1], [1, 1, 1, 1, 1]], float)
     return joints, turned * moves[None, :, :, None]
-
-
-def _skew(v: np.ndarray) -> np.ndarray:
-    """Cross-product matrices (N, 3, 3) of vectors (N, 3): skew(v) @ w = v x w."""
-    out = np.zeros((len(v), 3, 3))
-    out[:, 0, 1], out[:, 0, 2], out[:, 1, 2] = -v[:, 2], v[:, 1], -v[:, 0]
-    return out - out.transpose(0, 2, 1)
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
