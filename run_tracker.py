@@ -73,7 +73,8 @@ class RunStats:
     gaps: int = 0
     dropped_late: int = 0
     problems: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)  # capture -> head pose published
+    hand_latencies_ms: list[float] = field(default_factory=list)  # capture -> hand poses published
     active_fractions: list[float] = field(default_factory=list)
     mac_ratios: list[float] = field(default_factory=list)
     exit_stages: Counter = field(default_factory=Counter)
@@ -99,6 +100,7 @@ class RunStats:
         return self.frames / elapsed if elapsed > 0 else 0.0
 
     def latency_p(self, q: float) -> float:
+        """Percentile ``q`` of the camera -> head pose latency (ms)."""
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
 
     def status_line(self, state: str) -> dict[str, str]:
@@ -123,6 +125,8 @@ class RunStats:
             "fps": round(self.fps(), 2),
             "latency_ms_p50": round(self.latency_p(50), 3),
             "latency_ms_p99": round(self.latency_p(99), 3),
+            "hand_latency_ms_p50": _percentile(self.hand_latencies_ms, 50),
+            "hand_latency_ms_p99": _percentile(self.hand_latencies_ms, 99),
             "active_fraction": round(float(np.mean(self.active_fractions)), 4) if self.active_fractions else None,
             "mac_ratio": round(float(np.mean(self.mac_ratios)), 4) if self.mac_ratios else None,
             "exit_stage_hist": {str(k): v for k, v in sorted(self.exit_stages.items())},
@@ -287,6 +291,12 @@ def run(args: argparse.Namespace, stats: RunStats | None = None) -> dict[str, ob
                 if progress is not None:
                     progress.update(n)
 
+            head_sent_ns: list[int] = []
+
+            def head_ready(head) -> None:
+                outputs.send_head(head)  # before the hands are collected: the runtime renders from the head
+                head_sent_ns.append(time.monotonic_ns())
+
             stats.start()
             try:
                 for item in camera_frames(source, pacer, skipped) if on_demand else source:
@@ -305,9 +315,13 @@ def run(args: argparse.Namespace, stats: RunStats | None = None) -> dict[str, ob
                         if progress is not None:
                             progress.update(1)
                         continue
-                    result = tracker.process(item)
+                    head_sent_ns.clear()
+                    result = tracker.process(item, on_head=head_ready)
                     outputs.send(item, result)
-                    stats.latencies_ms.append((time.monotonic_ns() - capture_ns) * 1e-6)
+                    done_ns = time.monotonic_ns()
+                    stats.latencies_ms.append(((head_sent_ns or [done_ns])[0] - capture_ns) * 1e-6)
+                    if result.hands:
+                        stats.hand_latencies_ms.append((done_ns - capture_ns) * 1e-6)
                     _account(stats, item, result)
                     outputs.draw(item, result, provider)
                     if progress is not None:
@@ -324,6 +338,10 @@ def run(args: argparse.Namespace, stats: RunStats | None = None) -> dict[str, ob
     summary = {"source": uri, "network": "dense" if args.dense else "skip", "early_exit": not args.no_exit,
                "keypoints": args.keypoints, **stats.summary()}  # fmt: skip
     return summary
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if values else None
 
 
 def _state(result) -> str:
@@ -423,16 +441,20 @@ class _Outputs:
                                      source=self.args.source or DEFAULT_SOURCE)  # fmt: skip
         return self
 
+    def send_head(self, head) -> None:
+        """Publish the head pose the moment the tracker has it (``Tracker.process``'s ``on_head``)."""
+        if self.publisher is not None:
+            self.publisher.publish_head(head)
+            self.heads_published += 1
+
     def send(self, frame: Frame, result) -> None:
+        """Publish the hands and the tracking state (the head went out with ``send_head``) and record it all."""
         if self.recorder is not None:
             self.recorder.write_frame(frame)
         poses = ([result.head] if result.head is not None else []) + list(result.hands)
         if self.publisher is not None:
             from bridge import TrackerState
 
-            if result.head is not None:
-                self.publisher.publish_head(result.head)
-                self.heads_published += 1
             for hand in result.hands:
                 self.publisher.publish_hand(hand)
             tracked = result.head is not None and result.head.flags.position_tracked

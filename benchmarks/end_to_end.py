@@ -8,7 +8,8 @@ Without ``--paced`` frames are processed as fast as possible (throughput, fps); 
 scenario's rate (the latency a user sees; frames the tracker is too late for are dropped and counted). The
 synthetic frames are rendered before each run starts (``run_tracker.py --prerender``): a headset's cameras deliver
 frames without the host's CPU, while rendering one here costs ~12 ms of it; ``--live-render`` renders them in the
-loop instead. Prints and writes JSON: per scenario and mode, fps, latency p50/p99,
+loop instead. Prints and writes JSON: per scenario and mode, fps, latency p50/p99 (camera → head pose published;
+``hand_latency_ms_*``: → hand poses published, after the hand worker),
 MAC ratio, active fraction, head ATE; and the skip/dense fps ratio. Half a second of each mode runs first and is
 not recorded (the first run in a process pays the start-up costs). Each scenario runs ``--repeats`` times per
 mode, skip and dense alternating (this VM's speed drifts by tens of percent within minutes): fps is the median of
@@ -33,13 +34,15 @@ import run_tracker  # noqa: E402  (the repository root is on the path only from 
 
 
 def measure(scenario: str, seconds: float, dense: bool, paced: bool, seed: int, prerender: bool = True) -> dict:
-    """The run's summary plus its per-frame camera→pose latencies (``latencies_ms``, for the histogram)."""
+    """The run's summary plus its per-frame latencies: camera → head pose published (``latencies_ms``, for the
+    histogram) and camera → hand poses published (``hand_latencies_ms``)."""
     argv = ["--source", f"synthetic:{scenario}?seed={seed}", "--seconds", str(seconds), "--no-publish",
             "--no-progress", *([] if paced else ["--fast"]), *(["--dense"] if dense else []),
             *(["--prerender"] if prerender else [])]  # fmt: skip
     stats = run_tracker.RunStats()
     summary = run_tracker.run(run_tracker.build_parser().parse_args(argv), stats)
-    return {**summary, "latencies_ms": [round(x, 2) for x in stats.latencies_ms]}
+    return {**summary, "latencies_ms": [round(x, 2) for x in stats.latencies_ms],
+            "hand_latencies_ms": [round(x, 2) for x in stats.hand_latencies_ms]}  # fmt: skip
 
 
 def combine(summaries: list[dict], keep: tuple[str, ...]) -> dict:
@@ -47,6 +50,7 @@ def combine(summaries: list[dict], keep: tuple[str, ...]) -> dict:
     median over the runs, frames and dropped frames summed, latency percentiles over all the runs' frames."""
     row = {k: summaries[0].get(k) for k in keep}
     latencies = [x for s in summaries for x in s["latencies_ms"]]
+    hand_latencies = [x for s in summaries for x in s["hand_latencies_ms"]]
     row.update(
         fps=round(float(statistics.median(s["fps"] for s in summaries)), 2),
         fps_runs=[s["fps"] for s in summaries],
@@ -54,6 +58,8 @@ def combine(summaries: list[dict], keep: tuple[str, ...]) -> dict:
         frames_dropped_late=sum(s.get("frames_dropped_late", 0) for s in summaries),
         latency_ms_p50=round(float(np.percentile(latencies, 50)), 3) if latencies else None,
         latency_ms_p99=round(float(np.percentile(latencies, 99)), 3) if latencies else None,
+        hand_latency_ms_p50=round(float(np.percentile(hand_latencies, 50)), 3) if hand_latencies else None,
+        hand_latency_ms_p99=round(float(np.percentile(hand_latencies, 99)), 3) if hand_latencies else None,
         latencies_ms=latencies,
     )
     return row
@@ -91,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         row = {mode: combine(summaries, keep) for mode, summaries in runs.items()}
         row["skip_over_dense_fps"] = round(row["skip"]["fps"] / row["dense"]["fps"], 3) if row["dense"]["fps"] else None
         results["scenarios"][scenario] = row
-        print(scenario, json.dumps({m: {k: v for k, v in r.items() if k != "latencies_ms"} if isinstance(r, dict) else r
+        print(scenario, json.dumps({m: {k: v for k, v in r.items() if not k.endswith("latencies_ms")}
+                                        if isinstance(r, dict) else r
                                     for m, r in row.items()}), flush=True)  # fmt: skip
     results["load_avg_end"] = os.getloadavg()
     args.json.parent.mkdir(parents=True, exist_ok=True)

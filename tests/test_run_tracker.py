@@ -36,9 +36,10 @@ def test_summary_reports_rates_latency_network_and_accuracy(tmp_path):
                 "--summary-json", str(summary_path))  # fmt: skip
     assert done.returncode == 0, done.stderr
     summary = json.loads(summary_path.read_text())
-    for key in ("frames", "fps", "latency_ms_p50", "latency_ms_p99", "active_fraction", "mac_ratio",
-                "exit_stage_hist", "head_ate_m", "hand_mpjpe_mm"):  # fmt: skip
+    for key in ("frames", "fps", "latency_ms_p50", "latency_ms_p99", "hand_latency_ms_p50", "hand_latency_ms_p99",
+                "active_fraction", "mac_ratio", "exit_stage_hist", "head_ate_m", "hand_mpjpe_mm"):  # fmt: skip
         assert key in summary, key
+    assert 0 < summary["latency_ms_p50"] < summary["hand_latency_ms_p50"]  # the head goes out first
     assert summary["frames"] == 60
     assert summary["keypoints"] == "network"
     assert 0.0 < summary["mac_ratio"] <= 1.0

@@ -23,6 +23,29 @@ def test_tracker_reports_tracked_head_with_exit_stage_and_timings():
     assert last.refine_cost > 0 and not last.problems
 
 
+def test_the_head_pose_is_handed_out_before_the_hands_are_collected():
+    scene = PoseScene(seconds=0.2)
+    with Tracker(scene.rig, TrackerConfig(gates_path=None)) as tracker:
+        finish_hands = tracker._finish_hands
+        events: list = []
+
+        def collecting(job):
+            events.append("hands")
+            return finish_hands(job)
+
+        tracker._finish_hands = collecting
+        localized = 0
+        for frame in scene:
+            events.clear()
+            result = tracker.process(frame, on_head=events.append)
+            if result.head is not None:
+                localized += 1
+                assert events == [result.head, "hands"]  # the same pose, before the hands' wait
+            else:
+                assert events == ["hands"]
+    assert localized >= 10
+
+
 def test_time_going_backwards_is_reported_not_raised():
     scene, tracker, results = _tracked()
     old = scene.frame(3)

@@ -151,8 +151,17 @@ class Tracker:
 
     # ------------------------------------------------------------------------------------------- public
 
-    def process(self, frame: Frame | Gap, keypoints: tuple[Keypoints, ...] | None = None) -> TrackResult:
-        """Track one frame (or note a Gap). ``keypoints``: one Keypoints per camera, or None to ask the provider."""
+    def process(
+        self,
+        frame: Frame | Gap,
+        keypoints: tuple[Keypoints, ...] | None = None,
+        on_head: Callable[[HeadPose], None] | None = None,
+    ) -> TrackResult:
+        """Track one frame (or note a Gap). ``keypoints``: one Keypoints per camera, or None to ask the provider.
+
+        ``on_head`` is called with the frame's head pose as soon as it is ready, before the hands are collected
+        from the hand worker: an XR runtime needs the head first (it renders from it), and publishing it then
+        saves it the hands' wait (p50 3.6 ms, p99 12 ms on 2 cores). Not called when there is no head pose."""
         if isinstance(frame, Gap):
             self._break(reset_filters=True)
             return self._failed(frame.first_seq, frame.t_ns, [f"gap: {frame.count} frames lost ({frame.reason})"])
@@ -200,6 +209,9 @@ class Tracker:
             )
         t3 = time.perf_counter()
         timings["filter_ms"] = (t3 - t2) * 1e3
+        if on_head is not None and head is not None:
+            on_head(head)
+            t3 = time.perf_counter()
         hands_head, timings["hands_fit_ms"] = self._finish_hands(hand_job)
         hands = self._world_hands(frame, hands_head, head) if head is not None else []
         timings["hands_ms"] = (time.perf_counter() - t3) * 1e3
