@@ -186,6 +186,28 @@ def test_reference_invariant_holds_at_positive_threshold(backend: Backend, break
     assert pending_seen > 0, "the threshold never held anything back: the test does not exercise the gate"
 
 
+def test_the_update_floor_spares_the_layer_reading_the_camera() -> None:
+    """Deeper convolutions update only inputs above their floor; the first one, whose count of changed outputs is
+    the head-motion test, updates every changed input of a fired block (its noise floor keeps the noise out)."""
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.Conv2d(4, 2, 1)
+    ).eval()
+    skip = convert(model, threshold=0.2, break_even=1.0)
+    floors: dict[int, float] = {}
+    select_update = skip._ctx.kernels.select_update
+
+    def recording(*args):
+        floors[args[0].shape[2]] = args[-1]  # keyed by the layer's input channels
+        return select_update(*args)
+
+    skip._ctx.kernels.select_update = recording
+    for x in frames(16, 20, 5, seed=5):
+        skip(x)
+    assert floors[1] == 0.0  # the camera
+    assert floors[4] > 0.0
+
+
 def test_error_does_not_drift_over_1000_frames_of_slow_change() -> None:
     torch.manual_seed(4)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1)).eval()

@@ -39,7 +39,12 @@ this share of the block's threshold per position (``eps2_block / block_field``).
 up to less than the threshold in every block (at most ``block_field`` positions, each below its share), so every
 block still ends the frame below it, the same error bound as updating them all, while the outputs recomputed are
 those near the inputs that really changed rather than near every input of the block (tiny changes spread by the
-layers before would otherwise dilate the active set twice per layer). 0: every pending input of a fired block."""
+layers before would otherwise dilate the active set twice per layer). 0: every pending input of a fired block.
+
+Not applied to a layer reading the camera: its noise floor keeps sensor noise out already, it costs about 1 % of
+a network, and its count of changed outputs is what detects head motion (``CAMERA_WIDE_CHANGE``): with the floor it
+missed the slow phases of seated head motion, which then ran sparse on a stale image (keypoint agreement 0.995 ->
+0.987)."""
 
 CAMERA_WIDE_CHANGE = 0.25
 """A convolution reading the camera whose gate fires on more than this share of its outputs refreshes from the true
@@ -461,7 +466,7 @@ class ConvLayer(Layer):
             self.block_used,
             self.break_even,
             self.pending_count,
-            UPDATE_FLOOR * eps2 / self.block_field if eps2 > 0.0 else 0.0,
+            UPDATE_FLOOR * eps2 / self.block_field if eps2 > 0.0 and not self.reads_camera else 0.0,
         )
         t = ctx.add_time("mask", t)
         n = active.numel()
