@@ -107,7 +107,7 @@ class RunStats:
         mix = " ".join(f"{k}:{v}" for k, v in sorted(self.exit_stages.items()))
         return {
             "fps": f"{self.fps():.1f}",
-            "lat p50/p99": f"{self.latency_p(50):.1f}/{self.latency_p(99):.1f} ms",
+            "head lat p50/p99": f"{self.latency_p(50):.1f}/{self.latency_p(99):.1f} ms",
             "active": f"{np.mean(self.active_fractions[-30:]) if self.active_fractions else 1:.1%}",
             "MACs saved": f"{1 - np.mean(self.mac_ratios[-30:]) if self.mac_ratios else 0:.0%}",
             "exit": mix,

@@ -90,3 +90,27 @@ def test_gate_tuning_picks_the_fewest_macs_that_keep_the_agreement(monkeypatch):
     assert chosen in passing and chosen.mac_ratio == min(t.mac_ratio for t in passing)
     # A floor that ignores sensor noise executes fewer MACs on a still scene than none at the same ε.
     assert trials[2].mac_ratio < trials[0].mac_ratio
+
+
+def test_retuning_rewrites_the_gate_and_the_cards_gate_sections_only(monkeypatch, tmp_path):
+    import json
+    import shutil
+
+    from tracking.network import export
+    from tracking.network.api import GATE_FILE, WEIGHTS_FILE
+
+    monkeypatch.setattr(export, "THRESHOLD_CANDIDATES", (0.01, 0.05))
+    monkeypatch.setattr(export, "NOISE_MARGINS", (1.0,))
+    monkeypatch.setattr(export, "TUNING_SEQUENCES", (("still_hand", 100, True),))
+    monkeypatch.setattr(export, "TUNING_SECONDS", 0.5)
+    monkeypatch.setattr(export, "EVALUATION_RUNS", (("synthetic:still_hand", 7),))
+    shutil.copy(WEIGHTS_FILE, tmp_path / WEIGHTS_FILE.name)
+    (tmp_path / "README.md").write_text("# card\n\n## Training\nkept as it was\n\n## Skip gate\nold gate\n")
+    gate = export.retune(tmp_path)
+    saved = json.loads((tmp_path / GATE_FILE.name).read_text())
+    assert saved["threshold"] == gate["threshold"] in (0.0, 0.01, 0.05)
+    assert [t["threshold"] for t in saved["trials"]] == [0.01, 0.05]
+    card = (tmp_path / "README.md").read_text()
+    assert card.startswith("# card\n\n## Training\nkept as it was\n\n## Skip gate\n")
+    assert "old gate" not in card and f"Global ε = {gate['threshold']}" in card
+    assert "| synthetic:still_hand | 7 |" in card

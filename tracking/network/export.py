@@ -218,7 +218,8 @@ def gate_and_metrics_sections(gate: dict, evaluations: list[dict]) -> str:
         for t in gate.get("trials", [])
     )
     chosen = f"Global ε = {gate['threshold']}, noise margin {gate.get('noise_margin', 0.0)} ({gate.get('rule', '')})."
-    return f"""{GATE_SECTION}{chosen}
+    return f"""{GATE_SECTION}{chosen} After a change to the skip engine, `python -m tracking.train --retune-gate
+--eval-video ../shared/data/video/vtest.avi` tunes ε again for these weights and rewrites this section and the next.
 
 | ε | noise margin | worst agreement (1 px) over the requirement | MAC ratio |
 |---|---|---|---|
