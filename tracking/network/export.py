@@ -95,6 +95,7 @@ def tuning_sequences(model: KeypointNet, video: Path | None = None) -> list[Tuni
 
 
 _EXACT = GateTrial(0.0, 0.0, 1.0, 1.0)
+"""What ``tune_gate`` falls back to when no candidate keeps the agreement: ε = 0 (exact), no noise floor."""
 
 
 def tune_gate(model: KeypointNet, video: Path | None = None) -> tuple[GateTrial, list[GateTrial]]:

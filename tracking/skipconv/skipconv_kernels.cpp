@@ -174,10 +174,10 @@ inline float residual2(const float* a, const float* h, int64_t C) {
 // change keeps its residual, so a frame costs O(changes), not O(pending). A block fires when its energy exceeds
 // eps2_block (eps2_block <= 0: exact mode, every nonzero residual updates at once); Xhat takes X's value at every
 // pending position inside a fired block's receptive field whose residual is at least update_floor (0: all of them;
-// the caller's floor keeps the positions left pending below the threshold in every block). Returns (outputs to recompute (sorted), number of
-// input positions updated, number still pending, refresh flag). When more than refresh_fraction of the input
-// positions would be updated, Xhat is left alone and the refresh flag is 1: the caller refreshes the whole layer
-// and zeroes r2 and energy.
+// the caller's floor keeps the positions left pending below the threshold in every block). Returns (outputs to
+// recompute (sorted), number of input positions updated, number still pending, refresh flag). When more than
+// refresh_fraction of the input positions would be updated, Xhat is left alone and the refresh flag is 1: the
+// caller refreshes the whole layer and zeroes r2 and energy.
 std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
     const at::Tensor& X, at::Tensor& Xhat, const at::Tensor& changes, bool all_changed, at::Tensor& r2_state,
     at::Tensor& energy_state, at::Tensor& stamp_in, at::Tensor& stamp_out, at::Tensor& stamp_blk, int64_t stamp64,
