@@ -82,6 +82,7 @@ def test_gate_tuning_picks_the_fewest_macs_that_keep_the_agreement(monkeypatch):
 
     monkeypatch.setattr(export, "THRESHOLD_CANDIDATES", (0.01, 0.05))
     monkeypatch.setattr(export, "NOISE_MARGINS", (0.0, 1.0))
+    monkeypatch.setattr(export, "DEEP_SCALES", (1.0,))
     monkeypatch.setattr(export, "TUNING_SEQUENCES", (("still_hand", 100, True),))
     chosen, trials = export.tune_gate(load_weights())
     assert [(t.threshold, t.noise_margin) for t in trials] == [(0.01, 0.0), (0.05, 0.0), (0.01, 1.0), (0.05, 1.0)]
@@ -101,6 +102,7 @@ def test_retuning_rewrites_the_gate_and_the_cards_gate_sections_only(monkeypatch
 
     monkeypatch.setattr(export, "THRESHOLD_CANDIDATES", (0.01, 0.05))
     monkeypatch.setattr(export, "NOISE_MARGINS", (1.0,))
+    monkeypatch.setattr(export, "DEEP_SCALES", (1.0, 3.0))
     monkeypatch.setattr(export, "TUNING_SEQUENCES", (("still_hand", 100, True),))
     monkeypatch.setattr(export, "TUNING_SECONDS", 0.5)
     monkeypatch.setattr(export, "EVALUATION_RUNS", (("synthetic:still_hand", 7),))
@@ -109,7 +111,9 @@ def test_retuning_rewrites_the_gate_and_the_cards_gate_sections_only(monkeypatch
     gate = export.retune(tmp_path)
     saved = json.loads((tmp_path / GATE_FILE.name).read_text())
     assert saved["threshold"] == gate["threshold"] in (0.0, 0.01, 0.05)
-    assert [t["threshold"] for t in saved["trials"]] == [0.01, 0.05]
+    assert [(t["deep_scale"], t["threshold"]) for t in saved["trials"]] == [(1.0, 0.01), (1.0, 0.05), (3.0, 0.01),
+                                                                             (3.0, 0.05)]  # fmt: skip
+    assert saved["deep_scale"] in (1.0, 3.0)
     card = (tmp_path / "README.md").read_text()
     assert card.startswith("# card\n\n## Training\nkept as it was\n\n## Skip gate\n")
     assert "old gate" not in card and f"Global ε = {gate['threshold']}" in card

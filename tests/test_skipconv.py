@@ -208,6 +208,25 @@ def test_the_update_floor_spares_the_layer_reading_the_camera() -> None:
     assert floors[4] > 0.0
 
 
+def test_deep_scale_multiplies_epsilon_past_the_layers_reading_the_camera() -> None:
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.Conv2d(4, 2, 1)
+    ).eval()
+    x = frames(16, 20, 1, seed=5)[0]
+    thresholds = []
+    for scale in (1.0, 3.0):
+        skip = convert(model, threshold=0.2, break_even=1.0, deep_scale=scale)
+        skip(x)
+        thresholds.append([layer.eps2_block for layer in skip.layers if isinstance(layer, ConvLayer)][:2])
+    (first, second), (first_scaled, second_scaled) = thresholds
+    assert first_scaled == first and second_scaled == pytest.approx(9.0 * second)  # ε² grows with the scale's square
+    skip.deep_scale = 1.0  # settable between frames, as the threshold
+    assert [layer.eps2_block for layer in skip.layers if isinstance(layer, ConvLayer)][1] == pytest.approx(second)
+    with pytest.raises(InvalidInputError, match="deep_scale"):
+        skip.deep_scale = 0.0
+
+
 def test_error_does_not_drift_over_1000_frames_of_slow_change() -> None:
     torch.manual_seed(4)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1)).eval()

@@ -119,7 +119,13 @@ def evaluate_network(
             images = [network_image(img) for img in frame.images]
             if not skip_models:
                 skip_models = [
-                    KeypointModel(network, skip=True, threshold=threshold, noise_margin=settings.noise_margin)
+                    KeypointModel(
+                        network,
+                        skip=True,
+                        threshold=threshold,
+                        noise_margin=settings.noise_margin,
+                        deep_scale=settings.deep_scale,
+                    )  # fmt: skip
                     for _ in images
                 ]
                 dense_models = [KeypointModel(network, skip=False) for _ in images]

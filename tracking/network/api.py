@@ -42,12 +42,15 @@ class GateSettings:
 
     threshold: float
     noise_margin: float = 0.0  # sensor-noise floor of the first layer (see tracking.skipconv.convert); 0: none
+    deep_scale: float = 1.0  # ε multiplier of the layers that do not read the camera (SkipModel.deep_scale)
 
     @classmethod
     def load(cls, path: Path = GATE_FILE) -> GateSettings:
         try:
             data = json.loads(Path(path).read_text())
-            return cls(float(data["threshold"]), float(data.get("noise_margin", 0.0)))
+            return cls(
+                float(data["threshold"]), float(data.get("noise_margin", 0.0)), float(data.get("deep_scale", 1.0))
+            )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise WeightsError(
                 f"cannot read the gate settings {path} ({exc}); retrain with `python -m tracking.train` or pass "
@@ -86,8 +89,11 @@ class KeypointModel:
         decode_config: DecodeConfig | None = None,
         break_even: float | None = None,
         noise_margin: float = 0.0,
+        deep_scale: float = 1.0,
     ) -> None:
-        self.engine: SkipModel = convert(network, threshold=threshold, break_even=break_even, noise_margin=noise_margin)
+        self.engine: SkipModel = convert(
+            network, threshold=threshold, break_even=break_even, noise_margin=noise_margin, deep_scale=deep_scale
+        )
         self.engine.dense = not skip
         self.skip = skip
         self.decode_config = decode_config or DecodeConfig()
@@ -162,8 +168,9 @@ def check_image(image: object) -> np.ndarray:
 
 def load_default(skip: bool = True, threshold: float | None = None) -> KeypointModel:
     """The shipped network for one camera. ``threshold`` None: the tuned ε stored with the weights (skip only);
-    the noise floor stored with them applies either way."""
+    the noise floor and the deeper layers' ε multiplier stored with them apply either way."""
     settings = GateSettings.load()
     if threshold is None:
         threshold = settings.threshold if skip else 0.0
-    return KeypointModel(load_weights(), skip=skip, threshold=threshold, noise_margin=settings.noise_margin)
+    return KeypointModel(load_weights(), skip=skip, threshold=threshold, noise_margin=settings.noise_margin,
+                         deep_scale=settings.deep_scale)  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -23,6 +24,9 @@ THRESHOLD_CANDIDATES = (0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.1)
 """Global gate ε values tried (ε = 0 is exact by construction, so needs no trial)."""
 NOISE_MARGINS = (0.0, 1.0)
 """Sensor-noise floors tried for the layers that read the camera (0: none; see tracking.skipconv.convert)."""
+DEEP_SCALES = (1.0, 2.0, 3.0)
+"""ε multipliers tried for the layers that do not read the camera (``SkipModel.deep_scale``): the first layer's ε
+decides what changed and whether the head moved, the deeper layers' whether a change is worth recomputing."""
 REQUIRED_AGREEMENT = 0.993
 """Skip vs dense keypoints within 1 px that the chosen settings must keep where the camera moves (the target is
 99%; the margin absorbs the difference between the tuning sequences and the held-out ones)."""
@@ -53,6 +57,7 @@ class GateTrial:
     noise_margin: float
     agreement_margin: float  # worst over the tuning sequences of (agreement - the sequence's requirement)
     mac_ratio: float
+    deep_scale: float = 1.0
 
 
 def save_weights(model: KeypointNet, path: Path = WEIGHTS_FILE) -> Path:
@@ -99,34 +104,36 @@ _EXACT = GateTrial(0.0, 0.0, 1.0, 1.0)
 
 
 def tune_gate(model: KeypointNet, video: Path | None = None) -> tuple[GateTrial, list[GateTrial]]:
-    """The (ε, noise margin) of ``THRESHOLD_CANDIDATES`` x ``NOISE_MARGINS`` that executes the fewest MACs
-    (summed over the tuning sequences) while its skip keypoints agree with the dense ones (within 1 px) as often
-    as each tuning sequence requires (``tuning_sequences``); ε = 0 without a floor (exact) when none does.
-    A trial passes when its ``agreement_margin`` is ≥ 0."""
+    """The (ε, noise margin, deep scale) of ``THRESHOLD_CANDIDATES`` x ``NOISE_MARGINS`` x ``DEEP_SCALES`` that
+    executes the fewest MACs (summed over the tuning sequences) while its skip keypoints agree with the dense ones
+    (within 1 px) as often as each tuning sequence requires (``tuning_sequences``); ε = 0 without a floor (exact)
+    when none does. A trial passes when its ``agreement_margin`` is ≥ 0."""
     sequences = tuning_sequences(model, video)
     trials = []
-    for noise_margin in NOISE_MARGINS:
-        # One skip model per floor: it measures its layers' break-even fractions once, on its first key frame.
-        skip = KeypointModel(model, skip=True, noise_margin=noise_margin)
-        for threshold in THRESHOLD_CANDIDATES:
-            skip.threshold = threshold
-            worst, macs, dense_macs = 1.0, 0, 0
-            for sequence in sequences:
-                skip.reset()
-                agree = total = 0
-                for i, image in enumerate(sequence.images):
-                    result = skip.infer(image)
-                    if i == 0:
-                        continue
-                    a, t = metrics.agreement(sequence.dense[i], result, 1.0)
-                    agree, total = agree + a, total + t
-                    stats = skip.stats()
-                    macs, dense_macs = macs + stats["macs"], dense_macs + stats["dense_macs"]
-                worst = min(worst, (agree / total if total else 1.0) - sequence.required)
-            trial = GateTrial(threshold, noise_margin, worst, macs / dense_macs if dense_macs else 1.0)
-            log.info("gate ε %.3f, noise margin %.1f: agreement margin %+.4f, MAC ratio %.3f", threshold,
-                     noise_margin, trial.agreement_margin, trial.mac_ratio)  # fmt: skip
-            trials.append(trial)
+    skip: KeypointModel | None = None
+    for noise_margin, deep_scale, threshold in itertools.product(NOISE_MARGINS, DEEP_SCALES, THRESHOLD_CANDIDATES):
+        if skip is None or skip.engine.noise_margin != noise_margin:
+            # One skip model per floor: it measures its layers' break-even fractions once, on its first key frame.
+            skip = KeypointModel(model, skip=True, noise_margin=noise_margin)
+        skip.threshold = threshold
+        skip.engine.deep_scale = deep_scale
+        worst, macs, dense_macs = 1.0, 0, 0
+        for sequence in sequences:
+            skip.reset()
+            agree = total = 0
+            for i, image in enumerate(sequence.images):
+                result = skip.infer(image)
+                if i == 0:
+                    continue
+                a, t = metrics.agreement(sequence.dense[i], result, 1.0)
+                agree, total = agree + a, total + t
+                stats = skip.stats()
+                macs, dense_macs = macs + stats["macs"], dense_macs + stats["dense_macs"]
+            worst = min(worst, (agree / total if total else 1.0) - sequence.required)
+        trial = GateTrial(threshold, noise_margin, worst, macs / dense_macs if dense_macs else 1.0, deep_scale)
+        log.info("gate ε %.3f, noise margin %.1f, deep ×%.0f: agreement margin %+.4f, MAC ratio %.3f", threshold,
+                 noise_margin, deep_scale, trial.agreement_margin, trial.mac_ratio)  # fmt: skip
+        trials.append(trial)
     passing = [t for t in trials if t.agreement_margin >= 0.0]
     chosen = min(passing, key=lambda t: (t.mac_ratio, -t.threshold, -t.noise_margin)) if passing else _EXACT
     return chosen, trials
@@ -168,6 +175,7 @@ def save_gate(model: KeypointNet, gate_path: Path, eval_video: Path | None) -> d
     gate = {
         "threshold": chosen.threshold,
         "noise_margin": chosen.noise_margin,
+        "deep_scale": chosen.deep_scale,
         "rule": f"fewest MACs with skip vs dense agreement (1 px) >= {REQUIRED_AGREEMENT} where the camera "
         f"moves and >= the dense network's own frame-to-frame agreement - {NOISE_CEILING_SLACK} where it is "
         "still, on " + ", ".join(tuned_on),
@@ -215,15 +223,19 @@ def gate_and_metrics_sections(gate: dict, evaluations: list[dict]) -> str:
         rows.append(f"| {e['source']} | {_fmt(e['seed'])} | {e['frames']} | "
                     + " | ".join(_fmt(e.get(c)) for c in columns) + " |")  # fmt: skip
     trials = "\n".join(
-        f"| {t['threshold']:.3f} | {t['noise_margin']:.1f} | {t['agreement_margin']:+.4f} | {t['mac_ratio']:.3f} |"
+        f"| {t['threshold']:.3f} | {t.get('deep_scale', 1.0):g} | {t['noise_margin']:.1f} | "
+        f"{t['agreement_margin']:+.4f} | {t['mac_ratio']:.3f} |"
         for t in gate.get("trials", [])
     )
-    chosen = f"Global ε = {gate['threshold']}, noise margin {gate.get('noise_margin', 0.0)} ({gate.get('rule', '')})."
+    chosen = (
+        f"Global ε = {gate['threshold']} at the layers reading the camera, × {gate.get('deep_scale', 1.0):g} at the "
+        f"others, noise margin {gate.get('noise_margin', 0.0)} ({gate.get('rule', '')})."
+    )
     return f"""{GATE_SECTION}{chosen} After a change to the skip engine, `python -m tracking.train --retune-gate
 --eval-video ../shared/data/video/vtest.avi` tunes ε again for these weights and rewrites this section and the next.
 
-| ε | noise margin | worst agreement (1 px) over the requirement | MAC ratio |
-|---|---|---|---|
+| ε | deep scale | noise margin | worst agreement (1 px) over the requirement | MAC ratio |
+|---|---|---|---|---|
 {trials}
 
 ## Held-out metrics

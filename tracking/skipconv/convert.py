@@ -175,6 +175,23 @@ class SkipModel:
                 conv.configure(self._ctx)
 
     @property
+    def deep_scale(self) -> float:
+        """Multiplier of ε for the convolutions that do not read the model's input (1: one ε everywhere). The
+        layers reading the camera see every pixel change and decide what changed (and, with
+        ``CAMERA_WIDE_CHANGE``, whether the head moved); the deeper ones only whether a change is big enough to
+        recompute, and a change a layer spreads into the ring around it is small there."""
+        return self._ctx.deep_scale
+
+    @deep_scale.setter
+    def deep_scale(self, value: float) -> None:
+        if not (value > 0.0 and math.isfinite(value)):
+            raise InvalidInputError(f"deep_scale must be a finite number > 0, got {value}")
+        self._ctx.deep_scale = float(value)
+        if self._resolution is not None:
+            for conv in self._convs:
+                conv.configure(self._ctx)
+
+    @property
     def noise_margin(self) -> float:
         """Sensor-noise floor of the first layers' gates, as a multiple of the noise energy (0: none)."""
         return self._ctx.noise_margin
@@ -350,6 +367,7 @@ def convert(
     backend: Backend = Backend.CPP,
     break_even: float | None = None,
     noise_margin: float = 1.0,
+    deep_scale: float = 1.0,
 ) -> SkipModel:
     """Convert a trained ``model`` (one image input, (1, C, H, W)) into a SkipModel without retraining.
 
@@ -359,6 +377,7 @@ def convert(
     convolution runs dense, or None to measure each layer's own on the first key frame of each resolution.
     ``noise_margin``: at ε > 0 a block of a layer reading the input fires only above this multiple of the energy
     that sensor noise alone gives one block in 10⁴ (noise estimated from the frames; 0 disables the floor).
+    ``deep_scale``: ε multiplier of the convolutions that do not read the input (``SkipModel.deep_scale``).
 
     Raises UnsupportedOperationError naming the graph node for an operation it cannot run sparsely.
     """
@@ -387,6 +406,7 @@ def convert(
     folded = folded.to(memory_format=CL)
     skip = SkipModel(folded, layers, outputs, tuple_output, threshold, block, backend, break_even)
     skip.noise_margin = noise_margin
+    skip.deep_scale = deep_scale
     return skip
 
 

@@ -65,6 +65,7 @@ class Context:
     timings: dict[str, float] | None = None  # seconds per phase when profiling (SkipModel.profile)
     noise_margin: float = 0.0  # first-layer blocks fire above this multiple of the noise energy (0: no floor)
     noise_energy: float = 0.0  # sensor noise: mean ‖X_t − X_s‖² per input position, two frames of a still scene
+    deep_scale: float = 1.0  # ε multiplier of the convolutions that do not read the camera (SkipModel.deep_scale)
 
     def add_time(self, phase: str, since: float) -> float:
         """Charge the time since ``since`` to ``phase`` (when profiling); returns now."""
@@ -345,7 +346,8 @@ class ConvLayer(Layer):
         ctx.add_time("scatter", t)
 
     def configure(self, ctx: Context) -> None:
-        """Per-layer threshold: ε·σ as an RMS over a gate block's receptive field, squared and summed."""
+        """Per-layer threshold: ε·σ as an RMS over a gate block's receptive field, squared and summed (ε times
+        ``ctx.deep_scale`` for a convolution that does not read the camera)."""
         if self.follows_input:
             return  # no gate
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.stride, self.dilation
@@ -353,7 +355,8 @@ class ConvLayer(Layer):
         rf = ((b - 1) * sh + (kh - 1) * dh + 1) * ((b - 1) * sw + (kw - 1) * dw + 1)
         self.block_used = b
         self.block_field = rf
-        self.eps2_block = (ctx.threshold * self.sigma) ** 2 * rf * self.in_channels
+        eps = ctx.threshold * (1.0 if self.reads_camera else ctx.deep_scale)
+        self.eps2_block = (eps * self.sigma) ** 2 * rf * self.in_channels
         blocks = self.blocks_shape()
         self.block_stamps = ctx.scratch.stamps(*blocks, "blocks")
         if self.energy.numel() != blocks[0] * blocks[1]:
