@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prerender", action="store_true", help="synthetic sources: render every frame first, so that "
                    "the tracker has the CPU to itself as with a real camera (~160 kB a frame)")  # fmt: skip
     p.add_argument("--dense", action="store_true", help="run the network densely (the baseline, same weights)")
-    p.add_argument("--threshold", type=float, help="skip-convolution gate threshold ε (default: tuned value)")
+    p.add_argument("--threshold", type=float,
+                   help="skip-convolution gate threshold ε of the camera layer (default: tuned value; the layers "
+                        "past it use it times the tuned deep scale)")  # fmt: skip
     p.add_argument("--no-exit", action="store_true", help="always run the full refinement cascade")
     p.add_argument("--keypoints", choices=("network", "truth"), default="network",
                    help="network (default), or truth keypoints of a synthetic source (pose layer alone)")  # fmt: skip
