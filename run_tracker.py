@@ -127,8 +127,8 @@ class RunStats:
             "fps": round(self.fps(), 2),
             "latency_ms_p50": round(self.latency_p(50), 3),
             "latency_ms_p99": round(self.latency_p(99), 3),
-            "hand_latency_ms_p50": _percentile(self.hand_latencies_ms, 50),
-            "hand_latency_ms_p99": _percentile(self.hand_latencies_ms, 99),
+            "hand_latency_ms_p50": percentile_ms(self.hand_latencies_ms, 50),
+            "hand_latency_ms_p99": percentile_ms(self.hand_latencies_ms, 99),
             "active_fraction": round(float(np.mean(self.active_fractions)), 4) if self.active_fractions else None,
             "mac_ratio": round(float(np.mean(self.mac_ratios)), 4) if self.mac_ratios else None,
             "exit_stage_hist": {str(k): v for k, v in sorted(self.exit_stages.items())},
@@ -342,7 +342,8 @@ def run(args: argparse.Namespace, stats: RunStats | None = None) -> dict[str, ob
     return summary
 
 
-def _percentile(values: list[float], q: float) -> float | None:
+def percentile_ms(values: list[float], q: float) -> float | None:
+    """Percentile ``q`` of latencies (ms), rounded to the microsecond; None when there are none."""
     return round(float(np.percentile(values, q)), 3) if values else None
 
 

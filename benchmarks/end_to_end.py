@@ -25,8 +25,6 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -56,10 +54,10 @@ def combine(summaries: list[dict], keep: tuple[str, ...]) -> dict:
         fps_runs=[s["fps"] for s in summaries],
         frames=sum(s["frames"] for s in summaries),
         frames_dropped_late=sum(s.get("frames_dropped_late", 0) for s in summaries),
-        latency_ms_p50=round(float(np.percentile(latencies, 50)), 3) if latencies else None,
-        latency_ms_p99=round(float(np.percentile(latencies, 99)), 3) if latencies else None,
-        hand_latency_ms_p50=round(float(np.percentile(hand_latencies, 50)), 3) if hand_latencies else None,
-        hand_latency_ms_p99=round(float(np.percentile(hand_latencies, 99)), 3) if hand_latencies else None,
+        latency_ms_p50=run_tracker.percentile_ms(latencies, 50),
+        latency_ms_p99=run_tracker.percentile_ms(latencies, 99),
+        hand_latency_ms_p50=run_tracker.percentile_ms(hand_latencies, 50),
+        hand_latency_ms_p99=run_tracker.percentile_ms(hand_latencies, 99),
         latencies_ms=latencies,
     )
     return row
