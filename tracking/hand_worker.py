@@ -25,6 +25,7 @@ import cv2
 from skiptrack_types import SkipTrackError, StereoRig
 from tracking.filter import OneEuroConfig
 from tracking.hand_tracker import HandJob, HandTracker, HeadFrameHand
+from tracking.heap import keep_freed_memory
 from tracking.pose.hands import HandConfig
 
 START_TIMEOUT_S = 30.0
@@ -119,6 +120,7 @@ class HandWorker:
 def _serve(conn: Connection) -> None:
     """The worker's loop: a ("start", (rig, config, filter_config)) message, then jobs, resets and a stop."""
     cv2.setNumThreads(1)  # one core is this process's share; OpenCV's pool would compete with the head's
+    keep_freed_memory()
     tracker: HandTracker | None = None
     while True:
         try:

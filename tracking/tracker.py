@@ -23,6 +23,7 @@ from skiptrack_types import Frame, Gap, HandPose, HeadPose, InvalidInputError, S
 from tracking.filter import OneEuroConfig, PoseFilter, predict_pose
 from tracking.hand_tracker import HandJob, HandTracker, HeadFrameHand
 from tracking.hand_worker import HandWorker, HandWorkerError
+from tracking.heap import keep_freed_memory
 from tracking.keypoints import Keypoints, landmark_descriptors, truth_keypoints
 from tracking.pose.geometry import transform_points
 from tracking.pose.hands import HandConfig, openxr_flags
@@ -117,6 +118,7 @@ class Tracker:
             raise InvalidInputError(f"Tracker needs a StereoRig (e.g. source.rig), got {type(rig).__name__}")
         self.rig = rig
         self.config = config or TrackerConfig()
+        keep_freed_memory()  # each frame allocates the same arrays: keep them mapped (tracking.heap)
         gates = GateSet.load(self.config.gates_path) if self.config.gates_path is not None else None
         self._cascade_config = replace(self.config.cascade, gates=gates, threshold=self.config.exit_threshold)
         self._provider = self.config.keypoint_provider or TruthKeypointProvider()

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from skiptrack_types import InvalidInputError, SkipTrackError
+from tracking.heap import keep_freed_memory
 from tracking.keypoints import Keypoints
 from tracking.network.decode import DecodeConfig, decode
 from tracking.network.model import KeypointNet, count_macs, to_input
@@ -91,6 +92,7 @@ class KeypointModel:
         noise_margin: float = 0.0,
         deep_scale: float = 1.0,
     ) -> None:
+        keep_freed_memory()  # every frame allocates the same feature maps: keep them mapped (tracking.heap)
         self.engine: SkipModel = convert(
             network, threshold=threshold, break_even=break_even, noise_margin=noise_margin, deep_scale=deep_scale
         )
