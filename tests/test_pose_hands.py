@@ -1,6 +1,7 @@
 """Hands: stereo triangulation of the 21 joints, the OpenXR 26-joint mapping, flags, radii and sides."""
 
 import numpy as np
+import pytest
 from pose_scene import PoseScene
 
 from skiptrack_types import OPENXR_HAND_JOINTS
@@ -186,6 +187,31 @@ def test_bone_lengths_are_learned_without_the_lengthening_bias_of_noise():
     model_error = np.abs(model.bone_lengths - true_lengths).mean()
     assert model_error < 0.0015
     assert np.mean(naive, axis=0).mean() - true_lengths.mean() > 2 * model_error  # averaging lengths overshoots
+
+
+def test_a_bone_seen_only_short_stays_at_the_floor_and_a_long_one_is_learned():
+    from pose_scene import make_rig
+
+    from tracking.pose.hand_model import CHAINS, MIN_LENGTH_RATIO, HandModel
+    from tracking.pose.hands import hand_template
+
+    rig, model = make_rig(), HandModel("right")
+    truth = _grab(0.0)
+    seen_short = truth.copy()
+    # the little finger's tip detected on its middle phalanx, as a hidden tip is on whatever hides it
+    seen_short[20] = truth[19] + 0.002 * (truth[20] - truth[19]) / np.linalg.norm(truth[20] - truth[19])
+    for _ in range(100):
+        model.update(_observe(rig, seen_short, np.ones((2, 21), bool)))
+    template = hand_template("right")
+    template_lengths = np.linalg.norm(np.diff(template[CHAINS], axis=1), axis=2)
+    palm = [0, 5, 9, 13, 17]
+    spread = [((hand[palm] - hand[palm].mean(0)) ** 2).sum() for hand in (truth, template)]
+    scale = np.sqrt(spread[0] / spread[1])
+    assert model.bone_lengths[4, 2] > 0.8 * scale * template_lengths[4, 2]  # not the 2 mm it was shown
+    assert model.bone_lengths[4, 2] == pytest.approx(MIN_LENGTH_RATIO * scale * template_lengths[4, 2], rel=0.05)
+    true_lengths = np.linalg.norm(np.diff(truth[CHAINS], axis=1), axis=2)
+    assert true_lengths[0, 0] > 1.2 * scale * template_lengths[0, 0]  # this hand's thumb is long for its palm
+    assert model.bone_lengths[0, 0] == pytest.approx(true_lengths[0, 0], abs=0.0015)
 
 
 def test_a_finger_never_seen_keeps_its_bone_lengths_and_flexes_with_its_neighbours():
