@@ -214,6 +214,26 @@ def test_a_bone_seen_only_short_stays_at_the_floor_and_a_long_one_is_learned():
     assert model.bone_lengths[0, 0] == pytest.approx(true_lengths[0, 0], abs=0.0015)
 
 
+def test_a_knuckle_triangulated_a_few_times_off_target_does_not_shrink_the_palm():
+    from pose_scene import make_rig
+
+    from tracking.pose.hand_model import PALM_MIN_SAMPLES, HandModel
+
+    rig, model = make_rig(), HandModel("right")
+    truth = _grab(0.0)
+    visible = np.ones((2, 21), bool)
+    visible[:, 13:17] = False  # the ring finger, knuckle included, hidden behind the others
+    wrong = truth.copy()
+    wrong[13] = truth[13] + 0.6 * (truth[0] - truth[13])  # seen a few times, on the back of the hand
+    for k in range(120):
+        glimpse = k % 40 == 0  # 3 frames in all, fewer than PALM_MIN_SAMPLES
+        model.update(_observe(rig, wrong if glimpse else truth, np.ones((2, 21), bool) if glimpse else visible))
+    palm = [0, 5, 9, 17]
+    spread = [((hand[palm] - hand[palm].mean(0)) ** 2).sum() for hand in (truth, model._template)]
+    assert model._palm_scale == pytest.approx(np.sqrt(spread[0] / spread[1]), rel=0.03)
+    assert PALM_MIN_SAMPLES > 3  # the glimpses are too few to count
+
+
 def test_a_finger_never_seen_keeps_its_bone_lengths_and_flexes_with_its_neighbours():
     from pose_scene import make_rig
 

@@ -67,14 +67,20 @@ DAMPING = 1e-3
 than ``CONVERGED`` of it, starting with ``DAMPING``."""
 SHAPE_MEMORY = 300
 """Learned palm positions and bone lengths become running means over this many of their latest samples."""
+PALM_MIN_SAMPLES = 30
+"""A palm joint triangulated fewer times than this sits where the template, fitted to the others, has it: a knuckle
+mostly hidden (the middle and ring knuckles behind the others) is triangulated a few times at most, and then on
+whatever hides it; a right hand's ring knuckle learned from 4 samples 2 cm short shrank its palm by 15 % and every
+finger with it. Seated seeds 1 and 2, network keypoints, head frame: MPJPE 13.9 and 13.3 mm -> 13.1 and 12.8
+(10 samples: the same; 100: 13.1 and 13.8)."""
 MIN_LENGTH_RATIO = 0.9
 """A learned bone is never shorter than this share of the template's bone scaled to the learned palm. The running
 mean is biased short where a finger is rarely seen whole: its hidden joints, detected on whatever hides them,
 triangulate short of their true place (learned lengths 10-25 % short), and the noise correction can take a bone
 sampled a few times down to nothing (1 mm distal bones on held-out seeds). Longer bones are learned freely (the
-template's thumb is a short one). Seated seeds 1 and 2, network keypoints, head frame: MPJPE 15.7 and 14.0 mm
-without the floor, 13.9 and 13.3 with it (0.7: 14.3, 13.6; 1.0: 13.1, 12.8, but a real hand's fingers may well be
-shorter than the template's for its palm)."""
+template's thumb is a short one). Seated seeds 1 and 2, network keypoints, head frame, with ``PALM_MIN_SAMPLES``:
+MPJPE 14.9 and 13.6 mm without the floor, 13.3 and 13.0 at 0.8, 13.1 and 12.8 at 0.9, 12.4 and 12.4 at 1.0 (the
+synthetic hands have the template's proportions; a real hand's fingers may be shorter for its palm)"""
 
 _BACK = np.array([0.0, 1.0, 0.0])
 _CROSS_MINUS_BACK = np.array([[0.0, 0.0, -1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])  # v @ this = v x (-_BACK)
@@ -198,17 +204,20 @@ class HandModel:
 
     def _anchor_to_template(self) -> None:
         """Keep the palm frame on the template's axes (the finger model's flexion and abduction axes) and place
-        the palm joints never seen where the template, scaled and fitted to the learned ones, has them.
+        the palm joints seen too rarely to trust (``PALM_MIN_SAMPLES``) where the template, scaled and fitted to
+        the others, has them.
 
         The thumb base is left out of the fit when three other joints are known: it sits off the knuckle row by a
         different amount in every hand, and would tilt the palm plane."""
-        learned = PALM[self._palm_count[PALM] > 0]
+        learned = PALM[self._palm_count[PALM] >= PALM_MIN_SAMPLES]
+        if (learned != 1).sum() < 3:
+            learned = PALM[self._palm_count[PALM] > 0]  # the first frames: whatever has been seen
         anchors = learned[learned != 1] if (learned != 1).sum() >= 3 else learned
         if len(anchors) < 3:
             return
         R, t, self._palm_scale = _similarity(self._template[anchors], self._palm_local[anchors])
         self._palm_local = (self._palm_local - t) @ R
-        unseen = PALM[self._palm_count[PALM] == 0]
+        unseen = np.setdiff1d(PALM, learned)
         self._palm_local[unseen] = self._palm_scale * self._template[unseen]
         self.t_head_palm = self.t_head_palm + self.R_head_palm @ t
         self.R_head_palm = self.R_head_palm @ R
