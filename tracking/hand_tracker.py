@@ -90,6 +90,10 @@ class HandTracker:
                 self._models[side].reset()
         return out
 
+    def bone_lengths(self) -> dict[str, np.ndarray]:
+        """Per side seen so far, its model's learned bone lengths (5, 3) m (``HandModel.bone_lengths``)."""
+        return {side: model.bone_lengths for side, model in self._models.items() if model.bone_lengths is not None}
+
     def reset(self) -> None:
         """Forget the hands' poses and filter states (after a gap in the frames)."""
         self._filters.clear()
