@@ -78,3 +78,16 @@ def test_the_command_writes_pooled_and_per_seed_figures(tmp_path) -> None:
     frames = sum(r["hand_frames"] for r in data["per_seed"].values())
     assert data["pooled"]["hand_frames"] == frames
     assert "_errors" not in data["pooled"]
+
+
+def test_a_cache_written_by_the_command_loads_in_another_program(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "hands.json"
+    subprocess.run([sys.executable, "-m", "tracking.evaluate_hands", "--source", SOURCE, "--seconds", "0.1",
+                    "--keypoints", "truth", "--cache", str(tmp_path), "--json", str(out)], check=True)  # fmt: skip
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(eh, "_compute", lambda *args: pytest.fail("the command's cache did not load here"))
+        _, frames = eh.hand_frames(SOURCE, seed=1, seconds=0.1, keypoints="truth", cache=tmp_path)
+    assert len(frames) == 6

@@ -154,6 +154,26 @@ def test_observed_rays_pass_through_the_joints_and_triangulation_is_exact_withou
     assert (np.sqrt(noisy.noise_var) > 0.003).all()  # 0.5 px at 30 cm is millimetres of depth
 
 
+def test_a_joint_both_cameras_find_with_little_confidence_gives_rays_but_no_triangulation():
+    from pose_scene import make_rig
+
+    from tracking.pose.geometry import invert, transform_points
+    from tracking.pose.hands import HandConfig, observe_hand
+
+    rig, joints = make_rig(), _grab(0.3)
+    hands = []
+    for cam, T_head_cam in enumerate((rig.T_head_cam0, rig.T_head_cam1)):
+        px = rig.cameras[cam].project(transform_points(invert(T_head_cam), joints))
+        confidence = np.ones(21)
+        confidence[8] = 0.6  # the index tip: found, but below the triangulation confidence in the right camera
+        hands.append(HandKeypoints("right", px, confidence if cam == 1 else np.ones(21)))
+    config = HandConfig()
+    assert config.min_confidence <= 0.6 < config.min_triangulation_confidence
+    obs = observe_hand(hands[0], hands[1], rig, config)
+    assert obs.seen[:, 8].all() and not obs.triangulated[8] and np.isnan(obs.points[8]).all()
+    assert obs.triangulated[np.arange(21) != 8].all()
+
+
 def test_a_joint_seen_by_one_camera_is_recovered_within_a_few_millimetres():
     from pose_scene import make_rig
 

@@ -206,4 +206,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run through the importable module, so that cached frames pickle as tracking.evaluate_hands.HandFrame and not
+    # as __main__.HandFrame (which no other program could load)
+    from tracking.evaluate_hands import main as module_main
+
+    sys.exit(module_main())
