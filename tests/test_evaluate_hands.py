@@ -91,3 +91,12 @@ def test_a_cache_written_by_the_command_loads_in_another_program(tmp_path) -> No
         m.setattr(eh, "_compute", lambda *args: pytest.fail("the command's cache did not load here"))
         _, frames = eh.hand_frames(SOURCE, seed=1, seconds=0.1, keypoints="truth", cache=tmp_path)
     assert len(frames) == 6
+
+
+def test_a_cache_that_cannot_be_written_costs_a_warning_not_the_run(tmp_path, caplog) -> None:
+    not_a_folder = tmp_path / "taken"
+    not_a_folder.write_text("a file where the cache folder should be")
+    with caplog.at_level(logging.WARNING):
+        _, frames = eh.hand_frames(SOURCE, seed=1, seconds=0.1, keypoints="truth", cache=not_a_folder)
+    assert len(frames) == 6
+    assert "cannot write the keypoint cache" in caplog.text

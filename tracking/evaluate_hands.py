@@ -69,11 +69,16 @@ def hand_frames(
             log.warning("cannot read the cached keypoints %s (%s): computing them again", path, exc)
     rig, frames = _compute(source_uri, seed, seconds, keypoints)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
-        with partial.open("wb") as f:
-            pickle.dump((CACHE_VERSION, rig, frames), f, protocol=pickle.HIGHEST_PROTOCOL)
-        partial.replace(path)  # never a half-written cache file under the real name
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with partial.open("wb") as f:
+                pickle.dump((CACHE_VERSION, rig, frames), f, protocol=pickle.HIGHEST_PROTOCOL)
+            partial.replace(path)  # never a half-written cache file under the real name
+        except OSError as exc:
+            if partial.is_file():
+                partial.unlink()
+            log.warning("cannot write the keypoint cache %s (%s): going on without it", path, exc)
     return rig, frames
 
 
