@@ -8,7 +8,7 @@ error and runs the whole tracker twice (about 100 s a seed). This runs only what
 Tracker's hand worker does (pairing the cameras' hands, stereo, the hand model, its filter), on the keypoints of
 each frame, and compares with the truth in the head frame: the hands' own error. With ``--cache`` the keypoints
 are kept between runs (about 150 MB per 20 s seed: the images travel with the hands for the stereo refinement),
-so a sweep over hand settings costs about 15 s a seed instead of 40.
+so a sweep over hand settings costs about 12 s a seed instead of 40-70.
 
 Reported per seed and pooled over them: ``mpjpe_mm`` (all 21 joints of every hand the pipeline gives that the
 truth has), ``seen_mm`` and ``hidden_mm`` (joints that a camera sees in the truth, and joints that neither does),
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skiptrack_types import InvalidInputError, SkipTrackError, StereoRig
+from skiptrack_types import Frame, InvalidInputError, SkipTrackError, StereoRig
 from tracking.evaluate import OPENXR_TO_MEDIAPIPE
 from tracking.filter import OneEuroConfig
 from tracking.hand_tracker import HandJob, HandTracker
@@ -83,17 +83,18 @@ def hand_frames(
 
 
 def _cache_name(source_uri: str, seed: int, seconds: float, keypoints: str) -> str:
-    """A file name that changes with everything the cached keypoints depend on, the network's weights included."""
-    from tracking.network.api import WEIGHTS_FILE
+    """A file name that changes with the source, seed, duration, kind of keypoints and, for the network's, its
+    weights and gate settings (a change to the renderer or to the decoding needs a fresh cache folder)."""
+    from tracking.network.api import GATE_FILE, WEIGHTS_FILE
 
-    weights = hashlib.sha256(WEIGHTS_FILE.read_bytes()).hexdigest()[:12] if keypoints == "network" else "none"
+    network = b"".join(f.read_bytes() for f in (WEIGHTS_FILE, GATE_FILE)) if keypoints == "network" else b""
+    weights = hashlib.sha256(network).hexdigest()[:12]
     key = hashlib.sha256(f"{source_uri}|{seed}|{seconds}|{keypoints}|{weights}".encode()).hexdigest()[:16]
     return f"hands-{keypoints}-seed{seed}-{key}.pkl"
 
 
 def _compute(source_uri: str, seed: int, seconds: float, keypoints: str) -> tuple[StereoRig, list[HandFrame]]:
     from hardware import open_source
-    from skiptrack_types import Frame
     from tracking.providers import NetworkKeypointProvider
     from tracking.tracker import TruthKeypointProvider
 
