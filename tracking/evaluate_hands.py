@@ -116,13 +116,44 @@ def _compute(source_uri: str, seed: int, seconds: float, keypoints: str) -> tupl
         return source.rig, frames
 
 
-def evaluate_hands(
+@dataclass(frozen=True, eq=False)
+class JointErrors:
+    """Per hand frame and joint (frames, 21): the position error (m), its part along the line of sight from the
+    head (m, + = too far), and whether a camera sees the joint in the truth."""
+
+    errors: np.ndarray
+    depth_errors: np.ndarray
+    seen: np.ndarray
+
+    @classmethod
+    def concatenate(cls, parts: list[JointErrors]) -> JointErrors:
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("errors", "depth_errors", "seen")))
+
+    def summary(self) -> dict:
+        """The figures of the module docstring, mm."""
+
+        def mean_mm(values: np.ndarray) -> float | None:
+            return round(float(values.mean()) * 1e3, 2) if values.size else None
+
+        errors, seen = self.errors, self.seen
+        return {
+            "hand_frames": len(errors),
+            "mpjpe_mm": mean_mm(errors),
+            "seen_mm": mean_mm(errors[seen]),
+            "hidden_mm": mean_mm(errors[~seen]),
+            "depth_bias_seen_mm": mean_mm(self.depth_errors[seen]),
+            "per_joint_mm": [mean_mm(errors[:, j]) for j in range(21)],
+        }
+
+
+def measure_hands(
     rig: StereoRig,
     frames: list[HandFrame],
     config: HandConfig | None = None,
     filter_config: OneEuroConfig | None = None,
-) -> dict:
-    """Run a fresh ``HandTracker`` over ``frames`` and measure it against their truth (see the module docstring)."""
+) -> tuple[JointErrors, dict[str, np.ndarray]]:
+    """Run a fresh ``HandTracker`` over ``frames``: its joint errors against their truth, and its learned bone
+    lengths (5, 3) m per side."""
     from tracking.tracker import TrackerConfig
 
     defaults = TrackerConfig()
@@ -138,32 +169,28 @@ def evaluate_hands(
             errors.append(np.linalg.norm(error, axis=1))
             depth_errors.append((error * sight).sum(axis=1))
             seen.append(visible)
-    result = _summary(np.array(errors).reshape(-1, 21), np.array(depth_errors).reshape(-1, 21),
-                      np.array(seen, bool).reshape(-1, 21))  # fmt: skip
+    measured = JointErrors(np.array(errors).reshape(-1, 21), np.array(depth_errors).reshape(-1, 21),
+                           np.array(seen, bool).reshape(-1, 21))  # fmt: skip
+    return measured, tracker.bone_lengths()
+
+
+def evaluate_hands(
+    rig: StereoRig,
+    frames: list[HandFrame],
+    config: HandConfig | None = None,
+    filter_config: OneEuroConfig | None = None,
+) -> dict:
+    """``measure_hands`` as the figures of the module docstring, with the learned and true bone lengths (mm)."""
+    return _report(frames, *measure_hands(rig, frames, config, filter_config))
+
+
+def _report(frames: list[HandFrame], measured: JointErrors, bone_lengths: dict[str, np.ndarray]) -> dict:
+    result = measured.summary()
     result["bone_lengths_mm"] = {
         side: {"learned": np.round(lengths * 1e3, 1).tolist(), "truth": _truth_lengths_mm(frames, side)}
-        for side, lengths in tracker.bone_lengths().items()
+        for side, lengths in bone_lengths.items()
     }
     return result
-
-
-def _summary(errors: np.ndarray, depth_errors: np.ndarray, seen: np.ndarray) -> dict:
-    """The pooled figures of (frames, 21) errors (m), errors along the line of sight (m) and truth visibility."""
-
-    def mean_mm(values: np.ndarray) -> float | None:
-        return round(float(values.mean()) * 1e3, 2) if values.size else None
-
-    return {
-        "hand_frames": len(errors),
-        "mpjpe_mm": mean_mm(errors),
-        "seen_mm": mean_mm(errors[seen]),
-        "hidden_mm": mean_mm(errors[~seen]),
-        "depth_bias_seen_mm": mean_mm(depth_errors[seen]),
-        "per_joint_mm": [mean_mm(errors[:, j]) for j in range(21)],
-        "_errors": errors,
-        "_depth_errors": depth_errors,
-        "_seen": seen,
-    }
 
 
 def _truth_lengths_mm(frames: list[HandFrame], side: str) -> list[list[float]] | None:
@@ -172,10 +199,6 @@ def _truth_lengths_mm(frames: list[HandFrame], side: str) -> list[list[float]] |
             joints = frame.truth[side][0]
             return np.round(np.linalg.norm(np.diff(joints[CHAINS], axis=1), axis=2) * 1e3, 1).tolist()
     return None
-
-
-def _public(result: dict) -> dict:
-    return {k: v for k, v in result.items() if not k.startswith("_")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,17 +217,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for seed in seeds:
             rig, frames = hand_frames(args.source, seed, args.seconds, args.keypoints, args.cache)
-            result = evaluate_hands(rig, frames)
-            pooled.append(result)
-            per_seed[str(seed)] = _public(result)
+            measured, bone_lengths = measure_hands(rig, frames)
+            result = _report(frames, measured, bone_lengths)
+            pooled.append(measured)
+            per_seed[str(seed)] = result
             print(f"seed {seed}: MPJPE {result['mpjpe_mm']} mm (seen {result['seen_mm']}, hidden "
                   f"{result['hidden_mm']}), {result['hand_frames']} hand frames", flush=True)  # fmt: skip
     except SkipTrackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    total = _summary(*(np.concatenate([r[k] for r in pooled]) for k in ("_errors", "_depth_errors", "_seen")))
+    total = JointErrors.concatenate(pooled).summary()
     out = {"source": args.source, "seeds": seeds, "seconds": args.seconds, "keypoints": args.keypoints,
-           "frame": "head (truth head pose)", "pooled": _public(total), "per_seed": per_seed}  # fmt: skip
+           "frame": "head (truth head pose)", "pooled": total, "per_seed": per_seed}  # fmt: skip
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1) + "\n")
     print(f"pooled: MPJPE {total['mpjpe_mm']} mm over {total['hand_frames']} hand frames -> {args.json}")

@@ -170,9 +170,7 @@ class SkipModel:
         if not (value >= 0.0 and math.isfinite(value)):
             raise InvalidInputError(f"threshold must be a finite number >= 0, got {value}")
         self._ctx.threshold = float(value)
-        if self._resolution is not None:
-            for conv in self._convs:
-                conv.configure(self._ctx)
+        self._configure()
 
     @property
     def deep_scale(self) -> float:
@@ -187,6 +185,10 @@ class SkipModel:
         if not (value > 0.0 and math.isfinite(value)):
             raise InvalidInputError(f"deep_scale must be a finite number > 0, got {value}")
         self._ctx.deep_scale = float(value)
+        self._configure()
+
+    def _configure(self) -> None:
+        """Give every convolution its threshold from the context again (after ε or the deep scale changed)."""
         if self._resolution is not None:
             for conv in self._convs:
                 conv.configure(self._ctx)
