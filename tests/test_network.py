@@ -14,7 +14,9 @@ from tracking.network import KeypointModel, KeypointNet, count_macs, load_defaul
 from tracking.network.api import GATE_FILE, WEIGHTS_FILE, GateSettings
 from tracking.network.decode import (
     DecodeConfig,
+    decode,
     decode_hands,
+    decode_many,
     detect_points,
     sample_descriptors,
     scene_probabilities,
@@ -244,3 +246,22 @@ def test_provider_runs_the_cameras_in_parallel_with_the_same_keypoints(still_han
             parallel(Frame(9, 10**9, frames[0].images[:1]))
     finally:
         torch.set_num_threads(threads)
+
+
+def test_decoding_a_stereo_frame_at_once_equals_decoding_each_image(shipped, still_hand_images):
+    model = KeypointModel(shipped, skip=False)
+    images = [still_hand_images[0], np.fliplr(still_hand_images[1]).copy()]
+    outputs = [tuple(o.clone() for o in model.run(image)) for image in images]
+    seen: list = []
+    both = decode_many(outputs, (320, 240), model.decode_config, on_hands=seen.append)
+    assert seen == [[kp.hands for kp in both]]  # every hand, before the scene points
+    for output, kp in zip(outputs, both, strict=True):
+        alone = decode(output, (320, 240), model.decode_config)
+        np.testing.assert_array_equal(alone.points_px, kp.points_px)
+        np.testing.assert_array_equal(alone.scores, kp.scores)
+        np.testing.assert_allclose(alone.descriptors, kp.descriptors, atol=1e-6)
+        assert [h.side for h in alone.hands] == [h.side for h in kp.hands]
+        for a, b in zip(alone.hands, kp.hands, strict=True):
+            np.testing.assert_array_equal(a.joints_px, b.joints_px)
+            np.testing.assert_array_equal(a.confidence, b.confidence)
+    assert sum(len(kp.hands) for kp in both) >= 2

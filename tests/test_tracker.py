@@ -103,3 +103,48 @@ def test_truth_provider_finds_nothing_in_a_covered_camera():
     left, right = TruthKeypointProvider()(covered)
     assert len(left) == 0 and not left.hands
     assert len(right) > 50 and right.hands
+
+
+def test_a_network_provider_starts_the_hands_before_it_decodes_the_scene(monkeypatch):
+    """The hand job leaves as soon as the hands are decoded (the hand worker fits them while this process decodes
+    the scene points and tracks the head), with the same results as a provider that returns everything at once."""
+    from hardware.synthetic import open_synthetic
+    from tracking.network import decode as decoding
+    from tracking.providers import NetworkKeypointProvider
+
+    frames = list(open_synthetic("still_hand", seconds=0.2, seed=7))
+    rig = open_synthetic("still_hand", seconds=0.1, seed=7).rig
+    events: list[str] = []
+    detect_points = decoding.detect_points
+
+    def detecting(*args, **kwargs):
+        events.append("scene")
+        return detect_points(*args, **kwargs)
+
+    monkeypatch.setattr(decoding, "detect_points", detecting)
+    early_provider = NetworkKeypointProvider(skip=False, parallel=False)
+    late_provider = NetworkKeypointProvider(skip=False, parallel=False)
+
+    def frame_only(frame):
+        return late_provider(frame)
+
+    early = Tracker(rig, TrackerConfig(gates_path=None, keypoint_provider=early_provider, hand_process=False))
+    late = Tracker(rig, TrackerConfig(gates_path=None, keypoint_provider=frame_only, hand_process=False))
+    start_hands = early._start_hands
+
+    def starting(job):
+        events.append("hands")
+        start_hands(job)
+
+    early._start_hands = starting
+    fitted = 0
+    for frame in frames:
+        events.clear()
+        a = early.process(frame)
+        assert events == ["hands", "scene", "scene"]
+        b = late.process(frame)
+        assert [h.side for h in a.hands] == [h.side for h in b.hands]
+        for hand_a, hand_b in zip(a.hands, b.hands, strict=True):
+            np.testing.assert_array_equal(hand_a.joint_positions, hand_b.joint_positions)
+        fitted += len(a.hands)
+    assert fitted >= len(frames)

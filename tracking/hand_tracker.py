@@ -7,13 +7,14 @@ while it tracks the head: in a second process (``tracking.hand_worker``) or, on 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from skiptrack_types import HAND_SIDES, StereoRig
+from skiptrack_types import HAND_SIDES, InvalidInputError, StereoRig
 from tracking.filter import OneEuroConfig, OneEuroFilter
-from tracking.keypoints import Keypoints
+from tracking.keypoints import DESCRIPTOR_DIM, HandKeypoints, Keypoints
 from tracking.pose.hand_model import HandModel
 from tracking.pose.hands import HandConfig, hand_joint_frames, hand_radii, observe_hand, pair_hands
 
@@ -32,12 +33,19 @@ class HandJob:
     def of(cls, t_ns: int, keypoints: tuple[Keypoints, ...], images: tuple[np.ndarray, ...]) -> HandJob:
         """The job for one frame, with only the hands of ``keypoints`` (a few hundred bytes instead of the scene
         points and their descriptors)."""
-        hands_only = tuple(
-            Keypoints(np.zeros((0, 2), np.float32), np.zeros(0, np.float32), kp.descriptors[:0], kp.hands)
-            for kp in keypoints
-        )
-        stereo = all(kp.hands for kp in keypoints)
-        return cls(t_ns, (hands_only[0], hands_only[1]), (images[0], images[1]) if stereo else None)
+        return cls.of_hands(t_ns, [kp.hands for kp in keypoints], images)
+
+    @classmethod
+    def of_hands(
+        cls, t_ns: int, hands: Sequence[tuple[HandKeypoints, ...]], images: tuple[np.ndarray, ...]
+    ) -> HandJob:
+        """The job for one frame from each camera's hands alone (before its scene points are decoded)."""
+        if len(hands) != 2:
+            raise InvalidInputError(f"a hand job needs the hands of 2 cameras, got {len(hands)}")
+        only = [Keypoints(np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros((0, DESCRIPTOR_DIM),
+                          np.float32), tuple(h)) for h in hands]  # fmt: skip
+        stereo = all(hands)
+        return cls(t_ns, (only[0], only[1]), (images[0], images[1]) if stereo else None)
 
 
 @dataclass(frozen=True, eq=False)

@@ -7,20 +7,25 @@ because skip layers keep per-camera state. ``stats()`` sums the engine's counts 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from skiptrack_types import Frame, InvalidInputError
-from tracking.keypoints import Keypoints
+from tracking.keypoints import HandKeypoints, Keypoints
+from tracking.network.decode import decode_many
+
+HandsCallback = Callable[[list[tuple[HandKeypoints, ...]]], None]
+"""Called with each camera's hands, in camera order, before the scene points are decoded."""
 
 
 class NetworkKeypointProvider:
     """The keypoint network on every camera image. ``skip=False`` runs the same folded weights densely (the
     baseline); ``threshold`` None uses the gate ε stored with the weights.
 
-    ``parallel`` (default: when the machine has a core per camera) runs each camera's network and decoding in its
-    own thread, and sets PyTorch's intra-op threads to the cores per camera (``torch.set_num_threads``, for the
+    ``parallel`` (default: when the machine has a core per camera) runs each camera's network in its own thread
+    (the decoding then runs once for all cameras: ``decode_many``; in threads it would wait for the GIL), and sets PyTorch's intra-op threads to the cores per camera (``torch.set_num_threads``, for the
     whole process). On 2 cores the network takes as long as with 2 intra-op threads, but its threads then block
     when they finish instead of spinning in OpenMP's pool, which slowed the hand worker process beside them by a
     quarter (the Tracker's ``hand_process``)."""
@@ -42,16 +47,17 @@ class NetworkKeypointProvider:
         if parallel:
             torch.set_num_threads(max(1, cores // cameras))
 
-    def __call__(self, frame: Frame) -> tuple[Keypoints, ...]:
+    def __call__(self, frame: Frame, on_hands: HandsCallback | None = None) -> tuple[Keypoints, ...]:
+        """One ``Keypoints`` per camera image; ``on_hands`` (optional) gets every camera's hands first, as soon as
+        they are decoded (see ``decode_many``)."""
         if len(frame.images) != len(self.models):
             raise InvalidInputError(f"{len(frame.images)} images for a network provider of {len(self.models)} cameras")
         if self._pool is None:
-            self.last_keypoints = tuple(
-                model.infer(image) for model, image in zip(self.models, frame.images, strict=True)
-            )
+            outputs = [model.run(image) for model, image in zip(self.models, frame.images, strict=True)]
         else:
-            self.last_keypoints = tuple(self._pool.map(lambda model, image: model.infer(image), self.models,
-                                                       frame.images))  # fmt: skip
+            outputs = list(self._pool.map(lambda model, image: model.run(image), self.models, frame.images))
+        size = (frame.images[0].shape[1], frame.images[0].shape[0])
+        self.last_keypoints = tuple(decode_many(outputs, size, self.models[0].decode_config, on_hands))
         return self.last_keypoints
 
     def skip_masks(self) -> list[np.ndarray | None]:

@@ -9,6 +9,7 @@ with Tracker(source.rig) as tracker:
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import time
@@ -24,7 +25,7 @@ from tracking.filter import OneEuroConfig, PoseFilter, predict_pose
 from tracking.hand_tracker import HandJob, HandTracker, HeadFrameHand
 from tracking.hand_worker import HandWorker, HandWorkerError
 from tracking.heap import keep_freed_memory
-from tracking.keypoints import Keypoints, landmark_descriptors, truth_keypoints
+from tracking.keypoints import HandKeypoints, Keypoints, landmark_descriptors, truth_keypoints
 from tracking.pose.geometry import transform_points
 from tracking.pose.hands import HandConfig, openxr_flags
 from tracking.refine.cascade import CascadeConfig, ExitStage, RefinementCascade
@@ -32,7 +33,10 @@ from tracking.refine.gates import DEFAULT_GATES_PATH, GateSet
 
 log = logging.getLogger(__name__)
 
-KeypointProvider = Callable[[Frame], tuple[Keypoints, ...]]
+KeypointProvider = Callable[..., tuple[Keypoints, ...]]
+"""``provider(frame)`` -> one ``Keypoints`` per camera; a provider whose signature has ``on_hands`` is called as
+``provider(frame, on_hands)`` and calls it with each camera's hands as soon as it has them (see
+``tracking.providers.NetworkKeypointProvider``)."""
 
 
 class TruthKeypointProvider:
@@ -122,6 +126,7 @@ class Tracker:
         gates = GateSet.load(self.config.gates_path) if self.config.gates_path is not None else None
         self._cascade_config = replace(self.config.cascade, gates=gates, threshold=self.config.exit_threshold)
         self._provider = self.config.keypoint_provider or TruthKeypointProvider()
+        self._early_hands = _takes_hands_callback(self._provider)
         self._cascade: RefinementCascade | None = None
         self._head_filter = PoseFilter(self.config.head_filter)
         self._hand_tracker = HandTracker(rig, self.config.hand, self.config.hand_filter)
@@ -174,17 +179,24 @@ class Tracker:
             return self._failed(seq if isinstance(seq, int) else -1, t_ns if isinstance(t_ns, int) else 0, [problem])
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
+        hand_jobs: list[HandJob] = []
+
+        def start_hands(hands: list[tuple[HandKeypoints, ...]]) -> None:
+            hand_jobs.append(HandJob.of_hands(frame.t_ns, hands, frame.images))
+            self._start_hands(hand_jobs[0])  # fitted meanwhile by the hand worker, when there is one
+
         if keypoints is None:
             try:
-                keypoints = self._provider(frame)
+                keypoints = self._provider(frame, start_hands) if self._early_hands else self._provider(frame)
             except SkipTrackError as exc:
                 return self._failed(frame.seq, frame.t_ns, [f"keypoints: {exc}"])
         if len(keypoints) != 2:
             return self._failed(frame.seq, frame.t_ns, [f"need keypoints for 2 cameras, got {len(keypoints)}"])
         t1 = time.perf_counter()
         timings["keypoints_ms"] = (t1 - t0) * 1e3
-        hand_job = HandJob.of(frame.t_ns, keypoints, frame.images)
-        self._start_hands(hand_job)  # fitted meanwhile by the hand worker, when there is one
+        if not hand_jobs:
+            start_hands([kp.hands for kp in keypoints])
+        hand_job = hand_jobs[0]
         if self._cascade is None:
             self._cascade = RefinementCascade(self.rig, keypoints[0].descriptors.shape[1], self._cascade_config)
         outcome = self._cascade.step(frame.seq, frame.t_ns, keypoints, frame.imu)
@@ -393,6 +405,15 @@ class Tracker:
         for side in [s for s in self._hand_prev if s not in seen]:
             self._hand_prev.pop(side)
         return out
+
+
+def _takes_hands_callback(provider: KeypointProvider) -> bool:
+    """Whether ``provider(frame, on_hands)`` is accepted: a provider that calls ``on_hands`` with each camera's
+    hands before it decodes the scene points lets the hand worker start that much earlier."""
+    try:
+        return "on_hands" in inspect.signature(provider).parameters
+    except (TypeError, ValueError):  # a callable without a signature (a builtin): frame only
+        return False
 
 
 def _demote(flags: TrackingFlags) -> TrackingFlags:

@@ -8,6 +8,7 @@ same as OpenCV's projections and the synthetic world's truth. Cell (i, j) of a s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 
 from skiptrack_types import HAND_SIDES
 from tracking.keypoints import HandKeypoints, Keypoints
-from tracking.network.model import HAND_JOINTS, STRIDE
+from tracking.network.model import HAND_CHANNELS, HAND_JOINTS, STRIDE
 
 
 @dataclass(frozen=True)
@@ -40,9 +41,12 @@ def cell_centres(index: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
 
 
 def scene_probabilities(scene_logits: torch.Tensor) -> torch.Tensor:
-    """(17, h, w) cell logits -> (4h, 4w) probability that each pixel holds an interest point."""
-    prob = torch.softmax(scene_logits.float(), dim=0)[:-1]
-    return F.pixel_shuffle(prob[None], STRIDE)[0, 0]
+    """(17, h, w) cell logits -> (4h, 4w) probability that each pixel holds an interest point; (B, 17, h, w) ->
+    (B, 4h, 4w)."""
+    batch = scene_logits if scene_logits.ndim == 4 else scene_logits[None]
+    prob = torch.softmax(batch.float(), dim=1)[:, :-1]
+    pixels = F.pixel_shuffle(prob, STRIDE)[:, 0]
+    return pixels if scene_logits.ndim == 4 else pixels[0]
 
 
 def detect_points(prob: torch.Tensor, config: DecodeConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -95,8 +99,20 @@ def _break_ties(mass_map: np.ndarray, peaks: np.ndarray, r: int) -> np.ndarray:
 def sample_descriptors(descriptors: torch.Tensor, points_px: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     """Bilinearly sample the (D, h, w) descriptor map at ``points_px`` (N, 2) of an image of ``image_size``
     (width, height); returns (N, D) float32 unit vectors."""
-    d = sample_descriptors_torch(descriptors[None].float(), torch.from_numpy(points_px)[None], image_size)[0]
-    return d.numpy().astype(np.float32)
+    return sample_descriptors_many(descriptors[None], [points_px], image_size)[0]
+
+
+def sample_descriptors_many(
+    descriptors: torch.Tensor, points_px: list[np.ndarray], image_size: tuple[int, int]
+) -> list[np.ndarray]:
+    """``sample_descriptors`` of B images at once: (B, D, h, w) maps and B point arrays (N_i, 2), in one
+    ``grid_sample`` over the points padded to the longest array."""
+    longest = max(len(p) for p in points_px)
+    padded = np.zeros((len(points_px), longest, 2), np.float32)
+    for i, p in enumerate(points_px):
+        padded[i, : len(p)] = p
+    d = sample_descriptors_torch(descriptors.float(), torch.from_numpy(padded), image_size).numpy()
+    return [d[i, : len(p)].astype(np.float32) for i, p in enumerate(points_px)]
 
 
 def sample_descriptors_torch(
@@ -138,6 +154,11 @@ def decode_hands(hand_logits: torch.Tensor, config: DecodeConfig) -> tuple[HandK
     than the arithmetic, and two cameras decode at once in threads that share the GIL); confidence = sigmoid of
     the peak logit. Presence = mean of the 5 highest joint confidences (a hand half out of view still counts).
     """
+    return decode_hands_many(hand_logits, config)[0]
+
+
+def decode_hands_many(hand_logits: torch.Tensor, config: DecodeConfig) -> list[tuple[HandKeypoints, ...]]:
+    """``decode_hands`` of B images at once: their (42, h, w) logits concatenated, (B * 42, h, w)."""
     logits = hand_logits.detach().float().numpy()
     c, h, w = logits.shape
     flat = logits.reshape(c, -1)
@@ -155,13 +176,17 @@ def decode_hands(hand_logits: torch.Tensor, config: DecodeConfig) -> tuple[HandK
     y = (weights * cell_centres(cy)).sum((1, 2))
     joints = np.stack([x, y], 1).astype(np.float32)
     confidence = (1.0 / (1.0 + np.exp(-peak))).astype(np.float32)
-    hands = []
-    for s, side in enumerate(HAND_SIDES):
-        part = slice(s * HAND_JOINTS, (s + 1) * HAND_JOINTS)
-        presence = float(np.sort(confidence[part])[-5:].mean())
-        if presence >= config.presence_threshold:
-            hands.append(HandKeypoints(side, joints[part], confidence[part], presence))
-    return tuple(hands)
+    presence = np.sort(confidence.reshape(-1, HAND_JOINTS), axis=1)[:, -5:].mean(1)
+    out = []
+    for image in range(c // HAND_CHANNELS):
+        hands = []
+        for s, side in enumerate(HAND_SIDES):
+            k = image * len(HAND_SIDES) + s
+            if presence[k] >= config.presence_threshold:
+                part = slice(k * HAND_JOINTS, (k + 1) * HAND_JOINTS)
+                hands.append(HandKeypoints(side, joints[part], confidence[part], float(presence[k])))
+        out.append(tuple(hands))
+    return out
 
 
 def decode(
@@ -169,7 +194,24 @@ def decode(
 ) -> Keypoints:
     """One image's (scene (17, h, w), descriptors (D, h, w), hands (42, h, w)) -> Keypoints; ``image_size`` is
     (width, height) of the input image."""
-    scene, descriptors, hand_logits = outputs
-    points, scores = detect_points(scene_probabilities(scene), config)
-    desc = sample_descriptors(descriptors, points, image_size)
-    return Keypoints(points, scores, desc, decode_hands(hand_logits, config))
+    return decode_many([outputs], image_size, config)[0]
+
+
+def decode_many(
+    outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    image_size: tuple[int, int],
+    config: DecodeConfig,
+    on_hands: Callable[[list[tuple[HandKeypoints, ...]]], None] | None = None,
+) -> list[Keypoints]:
+    """``decode`` of several images of one size (the cameras of a frame) at once, with the same results; each step
+    runs once on all of them. ``on_hands`` is called with every image's hands as soon as they are decoded, before
+    the scene points (the Tracker's hand worker starts fitting them meanwhile)."""
+    hands = decode_hands_many(torch.cat([o[2] for o in outputs]), config)
+    if on_hands is not None:
+        on_hands(hands)
+    probabilities = scene_probabilities(torch.stack([o[0] for o in outputs]))
+    detections = [detect_points(p, config) for p in probabilities]
+    points = [d[0] for d in detections]
+    descriptors = sample_descriptors_many(torch.stack([o[1] for o in outputs]), points, image_size)
+    return [Keypoints(points, scores, desc, hand) for (points, scores), desc, hand in
+            zip(detections, descriptors, hands, strict=True)]  # fmt: skip
