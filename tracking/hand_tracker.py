@@ -36,9 +36,7 @@ class HandJob:
         return cls.of_hands(t_ns, [kp.hands for kp in keypoints], images)
 
     @classmethod
-    def of_hands(
-        cls, t_ns: int, hands: Sequence[tuple[HandKeypoints, ...]], images: tuple[np.ndarray, ...]
-    ) -> HandJob:
+    def of_hands(cls, t_ns: int, hands: Sequence[tuple[HandKeypoints, ...]], images: tuple[np.ndarray, ...]) -> HandJob:
         """The job for one frame from each camera's hands alone (before its scene points are decoded)."""
         if len(hands) != 2:
             raise InvalidInputError(f"a hand job needs the hands of 2 cameras, got {len(hands)}")

@@ -25,10 +25,11 @@ class NetworkKeypointProvider:
     baseline); ``threshold`` None uses the gate ε stored with the weights.
 
     ``parallel`` (default: when the machine has a core per camera) runs each camera's network in its own thread
-    (the decoding then runs once for all cameras: ``decode_many``; in threads it would wait for the GIL), and sets PyTorch's intra-op threads to the cores per camera (``torch.set_num_threads``, for the
-    whole process). On 2 cores the network takes as long as with 2 intra-op threads, but its threads then block
-    when they finish instead of spinning in OpenMP's pool, which slowed the hand worker process beside them by a
-    quarter (the Tracker's ``hand_process``)."""
+    (then decodes all cameras at once, ``decode_many``: in threads the decoding would wait for the GIL), and sets
+    PyTorch's intra-op threads to the cores per camera (``torch.set_num_threads``, for the whole process). On 2
+    cores the network takes as long as with 2 intra-op threads, but its threads then block when they finish
+    instead of spinning in OpenMP's pool, which slowed the hand worker process beside them by a quarter (the
+    Tracker's ``hand_process``)."""
 
     def __init__(
         self, cameras: int = 2, skip: bool = True, threshold: float | None = None, parallel: bool | None = None
