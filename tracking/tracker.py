@@ -182,8 +182,9 @@ class Tracker:
         hand_jobs: list[HandJob] = []
 
         def start_hands(hands: list[tuple[HandKeypoints, ...]]) -> None:
-            hand_jobs.append(HandJob.of_hands(frame.t_ns, hands, frame.images))
-            self._start_hands(hand_jobs[0])  # fitted meanwhile by the hand worker, when there is one
+            if not hand_jobs:  # once per frame, whatever the provider does
+                hand_jobs.append(HandJob.of_hands(frame.t_ns, hands, frame.images))
+                self._start_hands(hand_jobs[0])  # fitted meanwhile by the hand worker, when there is one
 
         if keypoints is None:
             try:
