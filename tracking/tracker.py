@@ -200,7 +200,7 @@ class Tracker:
         hand_job = hand_jobs[0]
         if self._cascade is None:
             self._cascade = RefinementCascade(self.rig, keypoints[0].descriptors.shape[1], self._cascade_config)
-        outcome = self._cascade.step(frame.seq, frame.t_ns, keypoints, frame.imu)
+        outcome = self._cascade.step(frame.seq, frame.t_ns, keypoints, frame.imu, frame.images)
         t2 = time.perf_counter()
         timings["head_ms"] = (t2 - t1) * 1e3
         self._last_t_ns = frame.t_ns

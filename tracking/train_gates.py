@@ -41,7 +41,7 @@ def collect(
             cascade = RefinementCascade(
                 rig, frame_keypoints[0].descriptors.shape[1], CascadeConfig(gates=gates, supervise=True)
             )
-        outcome = cascade.step(frame.seq, frame.t_ns, frame_keypoints, frame.imu)
+        outcome = cascade.step(frame.seq, frame.t_ns, frame_keypoints, frame.imu, frame.images)
         reference = outcome.stage_poses.get(2, outcome.stage_poses.get(3))
         if reference is None or not outcome.features:
             continue

@@ -16,7 +16,7 @@ from scipy.spatial.transform import Rotation
 from skiptrack_types import HAND_SIDES, StereoRig
 from tracking.keypoints import HandKeypoints, Keypoints
 from tracking.pose.geometry import invert, transform_points
-from tracking.pose.stereo import rectify_points
+from tracking.pose.stereo import rectify_points, refine_right_columns
 
 WRIST, THUMB_CMC, INDEX_MCP, MIDDLE_MCP, PINKY_MCP = 0, 1, 5, 9, 17
 FINGER_BASES = {"index": 5, "middle": 9, "ring": 13, "little": 17}
@@ -230,26 +230,9 @@ def observe_hand(
 def refine_disparity(
     rectified: tuple[np.ndarray, np.ndarray], left_px: np.ndarray, right_x: np.ndarray, config: HandConfig
 ) -> np.ndarray:
-    """The right camera's rectified column (N,) of each joint: where the left image's patch around ``left_px``
-    (N, 2) matches the right image best along the same row near ``right_x`` (N,); the detector's column where the
-    best match scores below ``config.min_match`` or sits at the end of the search (no peak inside it)."""
-    left_image, right_image = rectified
-    k, search = config.patch_px, config.search_px
-    patch_size, strip_size = (2 * k + 1, 2 * k + 1), (2 * k + 1 + 2 * search, 2 * k + 1)
-    out = np.array(right_x, dtype=np.float64)
-    for i, ((xl, y), xr) in enumerate(zip(left_px, right_x, strict=True)):
-        # float patches sampled straight from the uint8 images: no float copy of the whole images per hand
-        patch = cv2.getRectSubPix(left_image, patch_size, (float(xl), float(y)), patchType=cv2.CV_32F)
-        strip = cv2.getRectSubPix(right_image, strip_size, (float(xr), float(y)), patchType=cv2.CV_32F)
-        score = cv2.matchTemplate(strip, patch, cv2.TM_CCOEFF_NORMED)[0]
-        best = int(np.argmax(score))
-        if score[best] < config.min_match or best in (0, len(score) - 1):
-            continue
-        before, peak, after = score[best - 1 : best + 2]
-        curvature = before - 2 * peak + after
-        if curvature < 0:
-            out[i] = xr - search + best + 0.5 * (before - after) / curvature
-    return out
+    """The right camera's rectified column (N,) of each joint, refined on the images
+    (``tracking.pose.stereo.refine_right_columns`` with the hand's patch, search and match floor)."""
+    return refine_right_columns(rectified, left_px, right_x, config.patch_px, config.search_px, config.min_match)
 
 
 def hand_joint_frames(side: str, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

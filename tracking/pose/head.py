@@ -114,12 +114,20 @@ class HeadStages:
         self.config = config or HeadConfig()
         self.map = LandmarkMap(descriptor_dim, self.config.map)
         self._T_head_cam = (rig.T_head_cam0, rig.T_head_cam1)
+        self._rectified_pair: tuple[tuple[np.ndarray, ...], tuple[np.ndarray, np.ndarray]] | None = None
 
     # ------------------------------------------------------------------------------------------- map
 
-    def initialize(self, seq: int, T_world_head: np.ndarray, keypoints: tuple[Keypoints, Keypoints]) -> StageResult:
-        """Start the map from one stereo frame seen at ``T_world_head``; fails with too few stereo matches."""
-        stereo = match_stereo(keypoints[0], keypoints[1], self.rig, self.config.stereo)
+    def initialize(
+        self,
+        seq: int,
+        T_world_head: np.ndarray,
+        keypoints: tuple[Keypoints, Keypoints],
+        images: tuple[np.ndarray, ...] | None = None,
+    ) -> StageResult:
+        """Start the map from one stereo frame seen at ``T_world_head``; fails with too few stereo matches.
+        ``images``: the frame's camera images, for the stereo matches' refinement (``match_stereo``)."""
+        stereo = match_stereo(keypoints[0], keypoints[1], self.rig, self.config.stereo, self._rectified(images))
         cost = len(keypoints[0]) + len(keypoints[1]) + stereo.comparisons + 3 * len(stereo)
         if len(stereo) < self.config.min_reloc_inliers:
             return StageResult(T_world_head, ok=False, cost=cost)
@@ -130,12 +138,18 @@ class HeadStages:
         return StageResult(T_world_head, True, len(ids), 0.0, tracked, 0, cost)
 
     def update_map(
-        self, seq: int, T_world_head: np.ndarray, keypoints: tuple[Keypoints, Keypoints], left_ids: np.ndarray
+        self,
+        seq: int,
+        T_world_head: np.ndarray,
+        keypoints: tuple[Keypoints, Keypoints],
+        left_ids: np.ndarray,
+        images: tuple[np.ndarray, ...] | None = None,
     ) -> int:
         """Triangulate the stereo pair at the refined pose and fuse it into the map; returns compute units.
 
         ``left_ids`` per camera-0 keypoint (see StageResult); when none is UNMATCHED (the tracking stage) only
-        the matched keypoints are stereo-matched, refining known landmarks without adding new ones."""
+        the matched keypoints are stereo-matched, refining known landmarks without adding new ones. ``images``:
+        the frame's camera images, for the stereo matches' refinement (``match_stereo``)."""
         left = keypoints[0]
         known_only = not (left_ids == UNMATCHED).any()
         if known_only:
@@ -143,11 +157,19 @@ class HeadStages:
             use = np.flatnonzero(left_ids >= 0)
             left = Keypoints(left.points_px[use], left.scores[use], left.descriptors[use])
             left_ids = left_ids[use]
-        stereo = match_stereo(left, keypoints[1], self.rig, self.config.stereo)
+        stereo = match_stereo(left, keypoints[1], self.rig, self.config.stereo, self._rectified(images))
         ids = self.map.fuse(T_world_head @ self.rig.T_head_cam0, stereo, left_ids, self.rig.cam0.fx)
         if not known_only and self.map.needs_keyframe(T_world_head):
             self.map.add_keyframe(seq, T_world_head, ids)
         return len(left) + len(keypoints[1]) + stereo.comparisons + 3 * len(stereo)
+
+    def _rectified(self, images: tuple[np.ndarray, ...] | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """The rectified pair of a frame's ``images`` (None without images), remapped once per frame."""
+        if images is None or len(images) != 2:
+            return None
+        if self._rectified_pair is None or self._rectified_pair[0] is not images:
+            self._rectified_pair = (images, self.rig.rectification.rectify((images[0], images[1])))
+        return self._rectified_pair[1]
 
     # ------------------------------------------------------------------------------------------- stages
 

@@ -113,11 +113,20 @@ class RefinementCascade:
         self._anchor = None
         self._rotation_covariance = None
 
-    def step(self, seq: int, t_ns: int, keypoints: tuple[Keypoints, ...], imu: np.ndarray | None) -> CascadeOutcome:
-        """Estimate the head pose of one frame from its keypoints (one per camera) and IMU rows (or None)."""
+    def step(
+        self,
+        seq: int,
+        t_ns: int,
+        keypoints: tuple[Keypoints, ...],
+        imu: np.ndarray | None,
+        images: tuple[np.ndarray, ...] | None = None,
+    ) -> CascadeOutcome:
+        """Estimate the head pose of one frame from its keypoints (one per camera) and IMU rows (or None);
+        ``images``, the frame's camera images, refine the stereo matches that update the map (None: keypoints
+        alone)."""
         imu = imu if imu is not None and len(imu) else None
         if self._T is None:
-            return self._initialize(seq, t_ns, keypoints, imu)
+            return self._initialize(seq, t_ns, keypoints, imu, images)
         cfg = self.config
         dt = max((t_ns - self._prev_t_ns) * 1e-9, 1e-6)
         since_fix = (t_ns - self._fix_t_ns) * 1e-9
@@ -159,7 +168,7 @@ class RefinementCascade:
                 if committed is None and not forced and not thin and self._gate(1, features[1]):
                     committed = (ExitStage.TRACK, r1)
                     if self._map_update_due(r1):
-                        costs[1] += self.stages.update_map(seq, r1.T_world_head, keypoints, r1.left_ids)
+                        costs[1] += self.stages.update_map(seq, r1.T_world_head, keypoints, r1.left_ids, images)
         relocalized = False
         if committed is None or cfg.supervise:
             tracked = r1 is not None and r1.ok
@@ -171,7 +180,7 @@ class RefinementCascade:
                     committed = (ExitStage.FULL, r2)
                     self._full_matched = None
                     if r2.left_ids is not None:
-                        costs[2] += self.stages.update_map(seq, r2.T_world_head, keypoints, r2.left_ids)
+                        costs[2] += self.stages.update_map(seq, r2.T_world_head, keypoints, r2.left_ids, images)
             else:
                 r3 = self.stages.relocalize(T_pred, keypoints)
                 costs[3] = r3.cost
@@ -210,11 +219,16 @@ class RefinementCascade:
         return gates is not None and gates.should_exit(stage, features, self.config.threshold)
 
     def _initialize(
-        self, seq: int, t_ns: int, keypoints: tuple[Keypoints, ...], imu: np.ndarray | None
+        self,
+        seq: int,
+        t_ns: int,
+        keypoints: tuple[Keypoints, ...],
+        imu: np.ndarray | None,
+        images: tuple[np.ndarray, ...] | None,
     ) -> CascadeOutcome:
         R0 = gravity_aligned_orientation(imu, self.rig.T_head_imu) if imu is not None else np.eye(3)
         T0 = make_transform(R0, np.zeros(3))
-        result = self.stages.initialize(seq, T0, (keypoints[0], keypoints[1]))
+        result = self.stages.initialize(seq, T0, (keypoints[0], keypoints[1]), images)
         self._prev_t_ns = t_ns
         costs = {int(ExitStage.FULL): result.cost}
         if result.ok:
