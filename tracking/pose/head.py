@@ -114,7 +114,6 @@ class HeadStages:
         self.config = config or HeadConfig()
         self.map = LandmarkMap(descriptor_dim, self.config.map)
         self._T_head_cam = (rig.T_head_cam0, rig.T_head_cam1)
-        self._rectified_pair: tuple[tuple[np.ndarray, ...], tuple[np.ndarray, np.ndarray]] | None = None
 
     # ------------------------------------------------------------------------------------------- map
 
@@ -127,7 +126,7 @@ class HeadStages:
     ) -> StageResult:
         """Start the map from one stereo frame seen at ``T_world_head``; fails with too few stereo matches.
         ``images``: the frame's camera images, for the stereo matches' refinement (``match_stereo``)."""
-        stereo = match_stereo(keypoints[0], keypoints[1], self.rig, self.config.stereo, self._rectified(images))
+        stereo = match_stereo(keypoints[0], keypoints[1], self.rig, self.config.stereo, images)
         cost = len(keypoints[0]) + len(keypoints[1]) + stereo.comparisons + 3 * len(stereo)
         if len(stereo) < self.config.min_reloc_inliers:
             return StageResult(T_world_head, ok=False, cost=cost)
@@ -157,19 +156,11 @@ class HeadStages:
             use = np.flatnonzero(left_ids >= 0)
             left = Keypoints(left.points_px[use], left.scores[use], left.descriptors[use])
             left_ids = left_ids[use]
-        stereo = match_stereo(left, keypoints[1], self.rig, self.config.stereo, self._rectified(images))
+        stereo = match_stereo(left, keypoints[1], self.rig, self.config.stereo, images)
         ids = self.map.fuse(T_world_head @ self.rig.T_head_cam0, stereo, left_ids, self.rig.cam0.fx)
         if not known_only and self.map.needs_keyframe(T_world_head):
             self.map.add_keyframe(seq, T_world_head, ids)
         return len(left) + len(keypoints[1]) + stereo.comparisons + 3 * len(stereo)
-
-    def _rectified(self, images: tuple[np.ndarray, ...] | None) -> tuple[np.ndarray, np.ndarray] | None:
-        """The rectified pair of a frame's ``images`` (None without images), remapped once per frame."""
-        if images is None or len(images) != 2:
-            return None
-        if self._rectified_pair is None or self._rectified_pair[0] is not images:
-            self._rectified_pair = (images, self.rig.rectification.rectify((images[0], images[1])))
-        return self._rectified_pair[1]
 
     # ------------------------------------------------------------------------------------------- stages
 

@@ -63,11 +63,11 @@ def match_stereo(
     right: Keypoints,
     rig: StereoRig,
     config: StereoConfig | None = None,
-    rectified: tuple[np.ndarray, np.ndarray] | None = None,
+    images: tuple[np.ndarray, ...] | None = None,
 ) -> StereoPoints:
     """Match ``left`` (camera 0) to ``right`` (camera 1) keypoints and triangulate the matches in camera 0.
 
-    ``rectified``: the frame's images in the rectified pair; each match's right column is then refined on them
+    ``images``: the frame's two camera images; each match's right column is then refined on their rectified pair
     (``refine_right_columns``), which takes the disparity error of the keypoint network's matches from 1.0 px to
     0.17 px (robust standard deviation, seated seed 1) — a detector places a corner a little differently in
     each view, a patch of one view matches the other's own pixels."""
@@ -87,9 +87,10 @@ def match_stereo(
     if len(li) == 0:
         return _empty(dim, comparisons)
     matched_r = r_px[ri]
-    if rectified is not None:
-        matched_r[:, 0] = refine_right_columns(rectified, l_px[li], matched_r[:, 0], config.refine_patch_px,
-                                               config.refine_search_px, config.refine_min_match)  # fmt: skip
+    if images is not None:
+        matched_r[:, 0] = refine_right_columns(rect.rectify((images[0], images[1])), l_px[li], matched_r[:, 0],
+                                               config.refine_patch_px, config.refine_search_px,
+                                               config.refine_min_match)  # fmt: skip
         keep = l_px[li, 0] - matched_r[:, 0] >= config.min_disparity_px
         li, ri, matched_r = li[keep], ri[keep], matched_r[keep]
         if len(li) == 0:
@@ -114,18 +115,27 @@ def refine_right_columns(
     around ``left_px`` (N, 2) matches the right image best along the same row within ``search_px`` of ``right_x``
     (N,) (normalised cross-correlation, OpenCV's TM_CCOEFF_NORMED, sub-pixel by a parabola through the best score
     and its neighbours); ``right_x`` itself where the best score is below ``min_match`` or at the end of the search
-    (no peak inside it). All matches at once: one bilinear remap gathers every patch and every search strip."""
+    (no peak inside it). ``rectified``: the frame's rectified pair.
+
+    All matches at once, on whole pixels: each patch is centred on the pixel nearest its keypoint, and the
+    keypoint's sub-pixel offset from it carries over to the match (a shift along the row is the same in both
+    images; both are read on the same rows), so patches are plain array reads, not interpolations."""
     out = np.array(right_x, dtype=np.float64)
     n = len(out)
     if n == 0:
         return out
     k, s = patch_px, search_px
     side = 2 * k + 1
-    rows = left_px[:, 1, None, None] + np.arange(-k, k + 1)[None, :, None]  # (N, side, 1)
-    patch_x = left_px[:, 0, None, None] + np.arange(-k, k + 1)[None, None, :]
-    strip_x = right_x[:, None, None] + np.arange(-k - s, k + s + 1)[None, None, :]
-    patches = _sample(rectified[0], patch_x, rows).astype(np.float64)  # (N, side, side)
-    strips = _sample(rectified[1], strip_x, rows).astype(np.float64)  # (N, side, side + 2 s)
+    h, w = rectified[0].shape
+    centre_x = np.rint(left_px[:, 0]).astype(np.int64)
+    offset_x = left_px[:, 0] - centre_x
+    guess = np.rint(right_x - offset_x).astype(np.int64)  # where the patch's centre pixel should land
+    rows = np.clip(np.rint(left_px[:, 1]).astype(np.int64)[:, None, None] + np.arange(-k, k + 1)[None, :, None], 0,
+                   h - 1)  # fmt: skip
+    patch_cols = np.clip(centre_x[:, None, None] + np.arange(-k, k + 1)[None, None, :], 0, w - 1)
+    strip_cols = np.clip(guess[:, None, None] + np.arange(-k - s, k + s + 1)[None, None, :], 0, w - 1)
+    patches = rectified[0][rows, patch_cols].astype(np.float64)  # (N, side, side)
+    strips = rectified[1][rows, strip_cols].astype(np.float64)  # (N, side, side + 2 s)
     # TM_CCOEFF_NORMED of each window: the zero-mean patch makes the window's own mean drop out of the numerator;
     # the windows' sums and sums of squares come from running sums of the strip's columns
     p = patches - patches.mean(axis=(1, 2), keepdims=True)
@@ -138,28 +148,15 @@ def refine_right_columns(
     flat = denominator < 1e-6  # a flat patch or window (no texture, or the running sums' rounding): never a match
     score = np.where(flat, -1.0, numerator / np.where(flat, 1.0, denominator))
     best = score.argmax(axis=1)
-    inside = (best > 0) & (best < 2 * s)
     rows_n = np.arange(n)
     peak = score[rows_n, best]
     before = score[rows_n, np.clip(best - 1, 0, 2 * s)]
     after = score[rows_n, np.clip(best + 1, 0, 2 * s)]
     curvature = before - 2 * peak + after
-    use = inside & (peak >= min_match) & (curvature < 0)
-    offset = 0.5 * (before[use] - after[use]) / curvature[use]
-    out[use] = right_x[use] - s + best[use] + offset
+    use = (best > 0) & (best < 2 * s) & (peak >= min_match) & (curvature < 0)
+    shift = 0.5 * (before[use] - after[use]) / curvature[use]
+    out[use] = guess[use] - s + best[use] + shift + offset_x[use]
     return out
-
-
-def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Bilinear samples of ``image`` at broadcast coordinates ``x``, ``y`` (pixel centres at integers; the border
-    repeated outside), float32, in their broadcast shape."""
-    x, y = np.broadcast_arrays(x, y)
-    shape = x.shape
-    map_x = np.ascontiguousarray(x.reshape(-1, shape[-1]), dtype=np.float32)
-    map_y = np.ascontiguousarray(y.reshape(-1, shape[-1]), dtype=np.float32)
-    source = image if image.dtype == np.float32 else image.astype(np.float32)  # uint8 output would round
-    sampled = cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return sampled.reshape(shape)
 
 
 def _empty(dim: int, comparisons: int = 0) -> StereoPoints:
