@@ -41,14 +41,11 @@ def cell_centres(index: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
 
 
 def scene_probabilities(scene_logits: torch.Tensor) -> torch.Tensor:
-    """(17, h, w) cell logits -> (4h, 4w) probability that each pixel holds an interest point; (B, 17, h, w) ->
-    (B, 4h, 4w)."""
-    batch = scene_logits if scene_logits.ndim == 4 else scene_logits[None]
-    prob = torch.softmax(batch.float(), dim=1)[:, :-1]
-    b, _, h, w = prob.shape
-    # F.pixel_shuffle written out: on the channels-last maps the network writes, 0.38 instead of 0.61 ms a stereo pair
-    pixels = prob.reshape(b, STRIDE, STRIDE, h, w).permute(0, 3, 1, 4, 2).reshape(b, h * STRIDE, w * STRIDE)
-    return pixels if scene_logits.ndim == 4 else pixels[0]
+    """(17, h, w) cell logits -> (4h, 4w) probability that each pixel holds an interest point."""
+    prob = torch.softmax(scene_logits.float(), dim=0)[:-1]
+    _, h, w = prob.shape
+    # F.pixel_shuffle written out: on the channels-last maps the network writes, 0.19 instead of 0.31 ms an image
+    return prob.reshape(STRIDE, STRIDE, h, w).permute(2, 0, 3, 1).reshape(h * STRIDE, w * STRIDE)
 
 
 def detect_points(prob: torch.Tensor, config: DecodeConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -101,20 +98,8 @@ def _break_ties(mass_map: np.ndarray, peaks: np.ndarray, r: int) -> np.ndarray:
 def sample_descriptors(descriptors: torch.Tensor, points_px: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     """Bilinearly sample the (D, h, w) descriptor map at ``points_px`` (N, 2) of an image of ``image_size``
     (width, height); returns (N, D) float32 unit vectors."""
-    return sample_descriptors_many(descriptors[None], [points_px], image_size)[0]
-
-
-def sample_descriptors_many(
-    descriptors: torch.Tensor, points_px: list[np.ndarray], image_size: tuple[int, int]
-) -> list[np.ndarray]:
-    """``sample_descriptors`` of B images at once: (B, D, h, w) maps and B point arrays (N_i, 2), in one
-    ``grid_sample`` over the points padded to the longest array."""
-    longest = max(len(p) for p in points_px)
-    padded = np.zeros((len(points_px), longest, 2), np.float32)
-    for i, p in enumerate(points_px):
-        padded[i, : len(p)] = p
-    d = sample_descriptors_torch(descriptors.float(), torch.from_numpy(padded), image_size).numpy()
-    return [d[i, : len(p)].astype(np.float32) for i, p in enumerate(points_px)]
+    d = sample_descriptors_torch(descriptors[None].float(), torch.from_numpy(points_px)[None], image_size)[0]
+    return d.numpy().astype(np.float32)
 
 
 def sample_descriptors_torch(
@@ -156,12 +141,11 @@ def decode_hands(hand_logits: torch.Tensor, config: DecodeConfig) -> tuple[HandK
     than the arithmetic, and two cameras decode at once in threads that share the GIL); confidence = sigmoid of
     the peak logit. Presence = mean of the 5 highest joint confidences (a hand half out of view still counts).
     """
-    return decode_hands_many(hand_logits, config)[0]
+    return decode_hands_many(hand_logits.detach().float().numpy(), config)[0]
 
 
-def decode_hands_many(hand_logits: torch.Tensor, config: DecodeConfig) -> list[tuple[HandKeypoints, ...]]:
-    """``decode_hands`` of B images at once: their (42, h, w) logits concatenated, (B * 42, h, w)."""
-    logits = hand_logits.detach().float().numpy()
+def decode_hands_many(logits: np.ndarray, config: DecodeConfig) -> list[tuple[HandKeypoints, ...]]:
+    """``decode_hands`` of B images at once: their (42, h, w) logits concatenated, (B * 42, h, w) float32."""
     c, h, w = logits.shape
     flat = logits.reshape(c, -1)
     index = flat.argmax(1)
@@ -205,15 +189,15 @@ def decode_many(
     config: DecodeConfig,
     on_hands: Callable[[list[tuple[HandKeypoints, ...]]], None] | None = None,
 ) -> list[Keypoints]:
-    """``decode`` of several images of one size (the cameras of a frame) at once, with the same results; each step
-    runs once on all of them. ``on_hands`` is called with every image's hands as soon as they are decoded, before
-    the scene points (the Tracker's hand worker starts fitting them meanwhile)."""
-    hands = decode_hands_many(torch.cat([o[2] for o in outputs]), config)
+    """``decode`` of several images of one size (the cameras of a frame), with the same results: the hands of all
+    of them at once, then each image's scene points. ``on_hands`` is called with every image's hands as soon as
+    they are decoded, before the scene points (the Tracker's hand worker starts fitting them meanwhile)."""
+    hand_logits = np.concatenate([o[2].detach().float().numpy() for o in outputs])  # 3x faster than torch.cat
+    hands = decode_hands_many(hand_logits, config)
     if on_hands is not None:
         on_hands(hands)
-    probabilities = scene_probabilities(torch.stack([o[0] for o in outputs]))
-    detections = [detect_points(p, config) for p in probabilities]
-    points = [d[0] for d in detections]
-    descriptors = sample_descriptors_many(torch.stack([o[1] for o in outputs]), points, image_size)
-    return [Keypoints(points, scores, desc, hand) for (points, scores), desc, hand in
-            zip(detections, descriptors, hands, strict=True)]  # fmt: skip
+    out = []
+    for (scene, descriptors, _), hand in zip(outputs, hands, strict=True):
+        points, scores = detect_points(scene_probabilities(scene), config)
+        out.append(Keypoints(points, scores, sample_descriptors(descriptors, points, image_size), hand))
+    return out
