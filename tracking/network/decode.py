@@ -138,7 +138,7 @@ def decode_hands(hand_logits: torch.Tensor, config: DecodeConfig) -> tuple[HandK
 
     Per joint: the peak cell of its heatmap, refined by a softmax over the window of ``joint_radius`` cells around
     it (``window_soft_argmax``, the training loss's reading, here in NumPy: a dozen small torch calls cost more
-    than the arithmetic, and two cameras decode at once in threads that share the GIL); confidence = sigmoid of
+    than the arithmetic); confidence = sigmoid of
     the peak logit. Presence = mean of the 5 highest joint confidences (a hand half out of view still counts).
     """
     return decode_hands_many(hand_logits.detach().float().numpy(), config)[0]

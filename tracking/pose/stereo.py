@@ -69,7 +69,7 @@ def match_stereo(
 
     ``images``: the frame's two camera images; each match's right column is then refined on their rectified pair
     (``refine_right_columns``), which takes the disparity error of the keypoint network's matches from 1.0 px to
-    0.17 px (robust standard deviation, seated seed 1) — a detector places a corner a little differently in
+    0.18 px (robust standard deviation, seated seed 1) — a detector places a corner a little differently in
     each view, a patch of one view matches the other's own pixels."""
     config = config or StereoConfig()
     rect = rig.rectification
