@@ -188,7 +188,7 @@ class Tracker:
 
         if keypoints is None:
             try:
-                keypoints = self._provider(frame, start_hands) if self._early_hands else self._provider(frame)
+                keypoints = self._provider(frame, on_hands=start_hands) if self._early_hands else self._provider(frame)
             except SkipTrackError as exc:
                 return self._failed(frame.seq, frame.t_ns, [f"keypoints: {exc}"])
         if len(keypoints) != 2:
