@@ -7,17 +7,13 @@ because skip layers keep per-camera state. ``stats()`` sums the engine's counts 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from skiptrack_types import Frame, InvalidInputError
-from tracking.keypoints import HandKeypoints, Keypoints
-from tracking.network.decode import decode_many
-
-HandsCallback = Callable[[list[tuple[HandKeypoints, ...]]], None]
-"""Called with each camera's hands, in camera order, before the scene points are decoded."""
+from tracking.keypoints import Keypoints
+from tracking.network.decode import HandsCallback, decode_many
 
 
 class NetworkKeypointProvider:

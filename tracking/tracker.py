@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 KeypointProvider = Callable[..., tuple[Keypoints, ...]]
 """``provider(frame)`` -> one ``Keypoints`` per camera; a provider whose signature has ``on_hands`` is called as
-``provider(frame, on_hands)`` and calls it with each camera's hands as soon as it has them (see
+``provider(frame, on_hands=callback)`` and calls it with each camera's hands as soon as it has them (see
 ``tracking.providers.NetworkKeypointProvider``)."""
 
 
@@ -409,7 +409,7 @@ class Tracker:
 
 
 def _takes_hands_callback(provider: KeypointProvider) -> bool:
-    """Whether ``provider(frame, on_hands)`` is accepted: a provider that calls ``on_hands`` with each camera's
+    """Whether ``provider(frame, on_hands=...)`` is accepted: a provider that calls ``on_hands`` with each camera's
     hands before it decodes the scene points lets the hand worker start that much earlier."""
     try:
         return "on_hands" in inspect.signature(provider).parameters

@@ -20,6 +20,9 @@ from skiptrack_types import HAND_SIDES
 from tracking.keypoints import HandKeypoints, Keypoints
 from tracking.network.model import HAND_CHANNELS, HAND_JOINTS, STRIDE
 
+HandsCallback = Callable[[list[tuple[HandKeypoints, ...]]], None]
+"""Called with each image's hands, in image (camera) order, before the scene points are decoded."""
+
 
 @dataclass(frozen=True)
 class DecodeConfig:
@@ -187,7 +190,7 @@ def decode_many(
     outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     image_size: tuple[int, int],
     config: DecodeConfig,
-    on_hands: Callable[[list[tuple[HandKeypoints, ...]]], None] | None = None,
+    on_hands: HandsCallback | None = None,
 ) -> list[Keypoints]:
     """``decode`` of several images of one size (the cameras of a frame), with the same results: the hands of all
     of them at once, then each image's scene points. ``on_hands`` is called with every image's hands as soon as
