@@ -2,7 +2,7 @@
 skip-convolution network vs the dense baseline (same weights), in one process.
 
     python benchmarks/end_to_end.py --json OUT [--seconds 5] [--scenarios seated,still_hand,look_around] [--paced]
-                                    [--live-render] [--repeats 3]
+                                    [--live-render] [--repeats 3] [--precision auto|fp32|bf16]
 
 Without ``--paced`` frames are processed as fast as possible (throughput, fps); with it, in real time at the
 scenario's rate (the latency a user sees; frames the tracker is too late for are dropped and counted). The
@@ -13,7 +13,9 @@ loop instead. Prints and writes JSON: per scenario and mode, fps, latency p50/p9
 MAC ratio, active fraction, head ATE; and the skip/dense fps ratio. Half a second of each mode runs first and is
 not recorded (the first run in a process pays the start-up costs). Each scenario runs ``--repeats`` times per
 mode, skip and dense alternating (this VM's speed drifts by tens of percent within minutes): fps is the median of
-the repeats (``fps_runs`` lists them) and the latency percentiles are over all their frames.
+the repeats (``fps_runs`` lists them) and the latency percentiles are over all their frames. Both modes run the
+network's whole-image dense passes at ``--precision`` (default auto: bfloat16 on a CPU with its instructions; the
+JSON's ``precision`` says which it was).
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ sys.path.insert(0, str(REPO))
 import run_tracker  # noqa: E402  (the repository root is on the path only from here)
 
 
-def measure(scenario: str, seconds: float, dense: bool, paced: bool, seed: int, prerender: bool = True) -> dict:
+def measure(
+    scenario: str, seconds: float, dense: bool, paced: bool, seed: int, prerender: bool = True, precision: str = "auto"
+) -> dict:
     """The run's summary plus its per-frame latencies: camera → head pose published (``latencies_ms``, for the
     histogram) and camera → hand poses published (``hand_latencies_ms``)."""
     argv = ["--source", f"synthetic:{scenario}?seed={seed}", "--seconds", str(seconds), "--no-publish",
             "--no-progress", *([] if paced else ["--fast"]), *(["--dense"] if dense else []),
-            *(["--prerender"] if prerender else [])]  # fmt: skip
+            *(["--prerender"] if prerender else []), "--precision", precision]  # fmt: skip
     stats = run_tracker.RunStats()
     summary = run_tracker.run(run_tracker.build_parser().parse_args(argv), stats)
     return {**summary, "latencies_ms": [round(x, 2) for x in stats.latencies_ms],
@@ -72,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--live-render", action="store_true", help="render the synthetic frames in the loop")
     parser.add_argument("--repeats", type=int, default=3, help="runs per scenario and mode (medians reported)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="the network's whole-image dense passes, both modes (as run_tracker.py)")  # fmt: skip
     args = parser.parse_args(argv)
     import torch
 
@@ -83,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     results["repeats"] = max(1, args.repeats)
     scenarios = args.scenarios.split(",")
     for dense in (False, True):  # warm-up, not recorded: the first run in a process pays one-time start-up costs
-        measure(scenarios[0], 0.5, dense, args.paced, args.seed, not args.live_render)
+        warm = measure(scenarios[0], 0.5, dense, args.paced, args.seed, not args.live_render, args.precision)
+    results["precision"] = warm["precision"]  # as resolved on this CPU (auto: bf16 where it has the instructions)
     results["threads"] = torch.get_num_threads()  # as the network provider set them: per camera thread
     results["network_threads"] = "one thread per camera, each with the torch threads above"
     for scenario in scenarios:
@@ -91,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(max(1, args.repeats)):
             for mode in runs:
                 runs[mode].append(measure(scenario, args.seconds, mode == "dense", args.paced, args.seed,
-                                          not args.live_render))  # fmt: skip
+                                          not args.live_render, args.precision))  # fmt: skip
         row = {mode: combine(summaries, keep) for mode, summaries in runs.items()}
         row["skip_over_dense_fps"] = round(row["skip"]["fps"] / row["dense"]["fps"], 3) if row["dense"]["fps"] else None
         results["scenarios"][scenario] = row

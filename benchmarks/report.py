@@ -106,6 +106,9 @@ QUICK = Settings(
 )
 POSE_SCENARIOS = ("seated", "look_around")
 NETWORK_POSE_JOB = "pose_network_seated"  # the same evaluation on the keypoint network's keypoints, skip vs dense
+# ... in fp32, where the skip and the dense network differ only by the skip engine's approximation; the bf16 job
+# is the tracker's default on a CPU with bfloat16 instructions (whole-image dense passes in bfloat16)
+NETWORK_POSE_BF16_JOB = "pose_network_seated_bf16"
 E2E_SCENARIO = "seated"  # the end-to-end scenario the headline rows read
 VIDEO_START_S = 48.0  # the part of vtest.avi the network never saw in training (tracking/weights/README.md)
 
@@ -130,7 +133,8 @@ def jobs_for(out_dir: Path, settings: Settings, video: Path) -> list[Job]:
                                          shown(video), "--start", str(VIDEO_START_S),
                                          "--seconds", str(settings.video_seconds))),
         *(pose(scenario, f"pose_{scenario}") for scenario in POSE_SCENARIOS),
-        pose("seated", NETWORK_POSE_JOB, "--keypoints", "network", "--vs-dense"),
+        pose("seated", NETWORK_POSE_JOB, "--keypoints", "network", "--vs-dense", "--precision", "fp32"),
+        pose("seated", NETWORK_POSE_BF16_JOB, "--keypoints", "network", "--vs-dense", "--precision", "bf16"),
         Job("bridge", "bridge", ("benchmarks/bridge.py", "--json", out("bridge"), *settings.bridge)),
         Job("end_to_end", "end_to_end", ("benchmarks/end_to_end.py", "--json", out("end_to_end"),
                                          *settings.end_to_end)),
@@ -411,7 +415,8 @@ def network_note(source: str | None) -> Callable[[dict], str]:
 def end_to_end_note(data: dict) -> str:
     paced = "paced (real time)" if data.get("paced") else "as fast as possible"
     frames = "frames rendered before the run" if data.get("prerendered") else "frames rendered in the loop"
-    return f"{E2E_SCENARIO}, {data.get('seconds')} s per run, {paced}, {frames}, {e2e_threads(data)}"
+    precision = f", whole-image network passes in {data['precision']}" if data.get("precision") else ""
+    return f"{E2E_SCENARIO}, {data.get('seconds')} s per run, {paced}, {frames}, {e2e_threads(data)}{precision}"
 
 
 def e2e_threads(data: dict) -> str:
@@ -522,6 +527,12 @@ CHECKS: dict[str, tuple[Check, ...]] = {
               lambda d: dig(d, "skip_vs_dense_mm", "median"), "{:.2f} mm", ("≤", 2.0),
               lambda d: f"p95 {fmt(dig(d, 'skip_vs_dense_mm', 'p95'), '{:.1f}')} mm"),
         *early_exit_checks("seated (network keypoints)", NETWORK_POSE_JOB),
+        Check(NETWORK_POSE_BF16_JOB, "seated head ATE, network keypoints, bf16 dense passes",
+              lambda d: ratio(dig(d, "head_ate_m"), 1e-3), "{:.1f} mm", None,
+              lambda d: f"hand MPJPE {fmt(dig(d, 'hand_mpjpe_mm'), '{:.1f}')} mm; the rows above are fp32"),
+        Check(NETWORK_POSE_BF16_JOB, "seated head position, skip vs dense network, bf16 dense passes (median)",
+              lambda d: dig(d, "skip_vs_dense_mm", "median"), "{:.2f} mm", None,
+              lambda d: "the skip model's sparse frames stay fp32, the dense network's are all bf16"),
     ),
     "bridge": (
         Check("bridge", "tcp publish→receive p50", lambda d: dig(d, "medians", "tcp", "p50_us"), "{:.0f} µs", None,
@@ -857,13 +868,16 @@ def network_section(results: Results) -> list[str]:
 def pose_section(results: Results, plot: Path | None, md_dir: Path) -> list[str]:
     labelled = [([s, "truth"], results.data[f"pose_{s}"]) for s in POSE_SCENARIOS if f"pose_{s}" in results.data]
     if NETWORK_POSE_JOB in results.data:
-        labelled.append((["seated", "network (skip)"], results.data[NETWORK_POSE_JOB]))
+        labelled.append((["seated", "network (skip), fp32"], results.data[NETWORK_POSE_JOB]))
+    if NETWORK_POSE_BF16_JOB in results.data:
+        labelled.append((["seated", "network (skip), bf16 dense passes"], results.data[NETWORK_POSE_BF16_JOB]))
     if not labelled:
         return []
     intro = (
         "`python -m tracking.evaluate` on held-out seeds, with truth keypoints (0.5 px noise) and with the keypoint "
-        "network's (skip-convolution; the dense network's run alongside gives the skip-vs-dense head difference): "
-        "ATE after SE(3) alignment, RPE over 1 s, early exit against always running the full cascade."
+        "network's (skip-convolution; the dense network's run alongside gives the skip-vs-dense head difference; "
+        "fp32, and with the whole-image dense passes in bfloat16 as the tracker runs them on a CPU with bfloat16 "
+        "instructions): ATE after SE(3) alignment, RPE over 1 s, early exit against always running the full cascade."
     )
     lines = [intro, "", *table(labelled, ["scenario", "keypoints"], POSE_COLUMNS)]
     if plot is not None:

@@ -248,6 +248,38 @@ def test_provider_runs_the_cameras_in_parallel_with_the_same_keypoints(still_han
         torch.set_num_threads(threads)
 
 
+def test_precision_auto_follows_the_cpu_and_bad_values_are_refused(monkeypatch):
+    from tracking.network import api
+
+    monkeypatch.setattr(api, "native_bf16", lambda: True)
+    assert api.resolve_precision("auto") == "bf16"
+    monkeypatch.setattr(api, "native_bf16", lambda: False)
+    assert api.resolve_precision("auto") == "fp32"
+    assert api.resolve_precision("bf16") == "bf16"
+    with pytest.raises(InvalidInputError, match="precision must be auto, fp32 or bf16"):
+        api.resolve_precision("int8")
+
+
+def test_bf16_network_finds_the_same_keypoints_as_fp32(shipped):
+    """The bfloat16 dense pass moves the outputs by about 1 % of their range: the hands' joints by hundredths of
+    a pixel, and nearly every scene point stays within a pixel (the rest are the weakest peaks)."""
+    fp32 = KeypointModel(shipped, skip=False)
+    bf16 = KeypointModel(shipped, skip=False, precision="bf16")
+    assert bf16.engine.precision == "bf16"
+    images = [frame.images[0] for frame in open_synthetic("seated", seconds=0.2, seed=HELD_OUT_SEED)]
+    agreeing = total = 0
+    joint_moves = []
+    for image in images:
+        a, b = fp32.infer(image), bf16.infer(image)
+        agreed, count = agreement(a, b, 1.0)
+        agreeing, total = agreeing + agreed, total + count
+        for ha, hb in zip(a.hands, b.hands, strict=False):
+            if ha.side == hb.side:
+                joint_moves.append(np.linalg.norm(ha.joints_px - hb.joints_px, axis=1))
+    assert agreeing / total >= 0.9
+    assert joint_moves and np.median(np.concatenate(joint_moves)) < 0.2
+
+
 def test_decoding_a_stereo_frame_at_once_equals_decoding_each_image(shipped, still_hand_images):
     model = KeypointModel(shipped, skip=False)
     images = [still_hand_images[0], np.fliplr(still_hand_images[1]).copy()]

@@ -312,6 +312,44 @@ def test_dense_mode_runs_the_folded_weights() -> None:
         assert float((got - want).abs().max()) <= ATOL
 
 
+def test_bf16_precision_runs_the_whole_model_passes_in_bfloat16_with_float32_outputs() -> None:
+    """``precision = "bf16"``: dense mode and the folded streaks run a bfloat16 copy of the folded graph (close to
+    the fp32 result, float32 channels_last outputs); the gated per-layer path stays fp32 and exact."""
+    torch.manual_seed(17)
+    model = randomize_bn(TwoHeads())
+    skip = convert(model)
+    x = torch.rand(1, 1, 12, 14)
+    with pytest.raises(InvalidInputError, match="precision"):
+        skip.precision = "fp16"
+    skip.precision = "bf16"
+    skip.dense = True
+    with torch.no_grad():
+        for got, want in zip(skip(x), model(x), strict=True):
+            assert got.dtype == torch.float32 and got.is_contiguous(memory_format=torch.channels_last)
+            scale = float(want.abs().max())
+            assert 0.0 < float((got - want).abs().max()) <= 0.03 * scale  # bfloat16 arithmetic, not fp32's
+        skip.dense = False
+        for got, want in zip(skip(x), model(x), strict=True):  # a key frame: per-layer fp32
+            assert float((got - want).abs().max()) <= ATOL
+
+
+def test_folded_streaks_run_at_the_model_precision() -> None:
+    torch.manual_seed(15)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1)).eval()
+    skip = convert(model, threshold=0.01, break_even=0.5, noise_margin=0.0)
+    skip.precision = "bf16"
+    gen = torch.Generator().manual_seed(16)
+    handover = 1 + convert_module.ALL_DENSE_FRAMES
+    errors = []
+    with torch.no_grad():
+        for _ in range(handover + 2):
+            x = torch.rand(1, 1, 12, 12, generator=gen)
+            errors.append(float((skip(x) - model(x)).abs().max()))
+    assert max(errors[:handover]) <= ATOL  # gated frames: fp32
+    assert min(errors[handover:]) > ATOL  # folded frames: bfloat16
+    assert max(errors[handover:]) <= 0.03 * float(model(x).abs().max())
+
+
 def test_batchnorm_is_folded_into_the_preceding_convolution() -> None:
     model = randomize_bn(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()))
     skip = convert(model, break_even=1.0)

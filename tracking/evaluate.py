@@ -252,12 +252,13 @@ def cover_both_cameras(frames: list) -> list:
     return out
 
 
-def network_keypoints(frames: list, skip: bool = True) -> list[tuple]:
+def network_keypoints(frames: list, skip: bool = True, precision: str = "auto") -> list[tuple]:
     """The shipped keypoint network's keypoints of every frame: the skip-convolution engine at its own threshold,
-    or (``skip=False``) the same weights run densely."""
+    or (``skip=False``) the same weights run densely; ``precision`` of the whole-image dense passes (as the
+    tracker's ``NetworkKeypointProvider``)."""
     from tracking.providers import NetworkKeypointProvider
 
-    provider = NetworkKeypointProvider(skip=skip)
+    provider = NetworkKeypointProvider(skip=skip, precision=precision)
     return [provider(frame) for frame in frames]
 
 
@@ -298,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(the baseline, same weights)")  # fmt: skip
     parser.add_argument("--vs-dense", action="store_true", help="with --keypoints network: also track with the dense "
                         "network's keypoints and report the head position difference (skip_vs_dense_mm)")  # fmt: skip
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="with --keypoints network: arithmetic of the network's whole-image dense passes (as "
+                        "run_tracker.py; auto: bf16 on a CPU with bfloat16 instructions)")  # fmt: skip
     parser.add_argument("--cover", choices=("scenario", "both"), default="scenario",
                         help="'both': where the scenario covers one camera, cover both (tracking is lost and must "
                         "relocalize)")  # fmt: skip
@@ -308,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--vs-dense compares the skip network with the dense one; leave out --dense")
     logging.basicConfig(level=logging.ERROR)
     from hardware import open_source
+    from tracking.network.api import resolve_precision
 
     options = {k: v for k, v in (("seed", args.seed), ("seconds", args.seconds)) if v is not None}
     try:
@@ -318,14 +323,15 @@ def main(argv: list[str] | None = None) -> int:
             frames = list(source)
         if args.cover == "both":
             frames = cover_both_cameras(frames)
-        keypoints = network_keypoints(frames, skip=not args.dense) if args.keypoints == "network" else None
+        network = args.keypoints == "network"
+        keypoints = network_keypoints(frames, not args.dense, args.precision) if network else None
         runs = {"no_exit": run_tracker(frames, rig, gates_path=None, keypoints=keypoints)}
         if not args.no_exit:
             runs["exit"] = run_tracker(frames, rig, args.gates, args.threshold, keypoints)
         main_run = runs["no_exit" if args.no_exit else "exit"]
         metrics = run_metrics(main_run, rate)
         if args.vs_dense:
-            dense_keypoints = network_keypoints(frames, skip=False)
+            dense_keypoints = network_keypoints(frames, False, args.precision)
             gates = None if args.no_exit else args.gates
             dense_run = run_tracker(frames, rig, gates, args.threshold, dense_keypoints)
             metrics["skip_vs_dense_mm"] = pose_difference_mm(main_run, dense_run)
@@ -340,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             seconds=args.seconds,
             early_exit=not args.no_exit,
             keypoints=args.keypoints,
-            network=None if args.keypoints != "network" else "dense" if args.dense else "skip",
+            network=("dense" if args.dense else "skip") if network else None,
+            precision=resolve_precision(args.precision) if network else None,
             cover=args.cover,
         )
     except SkipTrackError as exc:

@@ -18,7 +18,9 @@ from tracking.network.decode import HandsCallback, decode_many
 
 class NetworkKeypointProvider:
     """The keypoint network on every camera image. ``skip=False`` runs the same folded weights densely (the
-    baseline); ``threshold`` None uses the gate ε stored with the weights.
+    baseline); ``threshold`` None uses the gate ε stored with the weights. ``precision`` of the whole-model dense
+    passes: "auto" (default) runs them in bfloat16 on a CPU with bfloat16 instructions, about twice as fast
+    (``tracking.network.api.resolve_precision``), "fp32" or "bf16" force one.
 
     ``parallel`` (default: when the machine has a core per camera) runs each camera's network in its own thread
     (then decodes all cameras at once, ``decode_many``: in threads the decoding would wait for the GIL), and sets
@@ -28,14 +30,20 @@ class NetworkKeypointProvider:
     Tracker's ``hand_process``)."""
 
     def __init__(
-        self, cameras: int = 2, skip: bool = True, threshold: float | None = None, parallel: bool | None = None
+        self,
+        cameras: int = 2,
+        skip: bool = True,
+        threshold: float | None = None,
+        parallel: bool | None = None,
+        precision: str = "auto",
     ) -> None:
         import torch
 
         from tracking.network import load_default
 
         self.skip = skip
-        self.models = [load_default(skip=skip, threshold=threshold) for _ in range(cameras)]
+        self.models = [load_default(skip=skip, threshold=threshold, precision=precision) for _ in range(cameras)]
+        self.precision = self.models[0].engine.precision
         self.last_keypoints: tuple[Keypoints, ...] | None = None
         cores = os.cpu_count() or 1
         if parallel is None:

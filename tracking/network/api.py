@@ -22,7 +22,7 @@ from tracking.heap import keep_freed_memory
 from tracking.keypoints import Keypoints
 from tracking.network.decode import DecodeConfig, decode
 from tracking.network.model import KeypointNet, count_macs, to_input
-from tracking.skipconv.convert import SkipModel, convert
+from tracking.skipconv.convert import PRECISIONS, SkipModel, convert
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 WEIGHTS_FILE = WEIGHTS_DIR / "keypoint_net.pt"
@@ -79,7 +79,8 @@ class KeypointModel:
     """One camera's network: skip convolutions (``skip=True``) or the same folded weights run densely.
 
     Keeps state between frames (the skip layers' references): use one instance per camera, call ``reset()`` at a
-    scene cut. ``stats()`` gives the engine's counts for the last frame.
+    scene cut. ``stats()`` gives the engine's counts for the last frame. ``precision`` ("fp32", "bf16" or
+    "auto") is that of the whole-model dense passes (``SkipModel.precision``).
     """
 
     def __init__(
@@ -91,12 +92,14 @@ class KeypointModel:
         break_even: float | None = None,
         noise_margin: float = 0.0,
         deep_scale: float = 1.0,
+        precision: str = "fp32",
     ) -> None:
         keep_freed_memory()  # every frame allocates the same feature maps: keep them mapped (tracking.heap)
         self.engine: SkipModel = convert(
             network, threshold=threshold, break_even=break_even, noise_margin=noise_margin, deep_scale=deep_scale
         )
         self.engine.dense = not skip
+        self.engine.precision = resolve_precision(precision)
         self.skip = skip
         self.decode_config = decode_config or DecodeConfig()
         self._dense_macs: dict[tuple[int, int], int] = {}
@@ -168,11 +171,33 @@ def check_image(image: object) -> np.ndarray:
     return image
 
 
-def load_default(skip: bool = True, threshold: float | None = None) -> KeypointModel:
+def native_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX-BF16; read from /proc/cpuinfo on Linux).
+    Without them oneDNN emulates bfloat16, slower than fp32 (PyTorch's own check accepts any AVX-512 CPU)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str) -> str:
+    """The precision to run for "fp32", "bf16", or "auto" (bf16 where the CPU has bfloat16 instructions,
+    ``native_bf16``, else fp32)."""
+    if precision == "auto":
+        return "bf16" if native_bf16() else "fp32"
+    if precision not in PRECISIONS:
+        raise InvalidInputError(f"precision must be auto, {' or '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def load_default(skip: bool = True, threshold: float | None = None, precision: str = "fp32") -> KeypointModel:
     """The shipped network for one camera. ``threshold`` None: the tuned ε stored with the weights (skip only);
-    the noise floor and the deeper layers' ε multiplier stored with them apply either way."""
+    the noise floor and the deeper layers' ε multiplier stored with them apply either way. ``precision``: of the
+    whole-model dense passes (``SkipModel.precision``; "auto": ``resolve_precision``)."""
     settings = GateSettings.load()
     if threshold is None:
         threshold = settings.threshold if skip else 0.0
     return KeypointModel(load_weights(), skip=skip, threshold=threshold, noise_margin=settings.noise_margin,
-                         deep_scale=settings.deep_scale)  # fmt: skip
+                         deep_scale=settings.deep_scale, precision=precision)  # fmt: skip
