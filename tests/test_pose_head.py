@@ -41,6 +41,35 @@ def test_every_frame_is_tracked_and_says_its_exit_stage(tracked):
     assert all(o.exit_stage is ExitStage.FULL for o in outcomes)
 
 
+def test_tracking_stage_adds_landmarks_only_in_a_new_view(tracked):
+    """Near a keyframe the tracking stage only refines the landmarks it matched (its pose would place new ones
+    with its own error); where no keyframe is near, keypoints unlike every landmark become new ones."""
+    import copy
+
+    from tracking.keypoints import Keypoints
+    from tracking.pose.map import UNMATCHED
+
+    cascade, _, _ = tracked
+    scene = PoseScene(seconds=2.0, gyro_bias=(0.01, -0.005, 0.003))
+    frame = scene.frame(119)
+    desc = landmark_descriptors(len(scene.landmarks_world))
+    rng = np.random.default_rng(5)
+    left, right = (truth_keypoints(frame, c, desc, 0.5, rng) for c in range(2))
+    novel = rng.normal(size=(30, desc.shape[1])).astype(np.float32)
+    novel /= np.linalg.norm(novel, axis=1, keepdims=True)
+    left = Keypoints(np.vstack([left.points_px, rng.uniform([20, 20], [300, 220], (30, 2))]).astype(np.float32),
+                     np.ones(len(left) + 30, np.float32), np.vstack([left.descriptors, novel]))  # fmt: skip
+    for new_view in (False, True):
+        stages = copy.deepcopy(cascade.stages)
+        if new_view:
+            stages.map.keyframes = []
+        result = stages.track_guided(frame.truth.T_world_head, (left, right))
+        assert result.ok and result.camera == 0
+        assert (result.left_ids >= 0).sum() > 50
+        assert (result.left_ids[-30:] == UNMATCHED).sum() >= (25 if new_view else 0)
+        assert new_view or not (result.left_ids == UNMATCHED).any()
+
+
 def test_gyro_bias_is_learned_from_vision(tracked):
     cascade, _, _ = tracked
     np.testing.assert_allclose(cascade._bias, (0.01, -0.005, 0.003), atol=0.003)

@@ -170,8 +170,9 @@ class HeadStages:
         """Stage 1: guided tracking. The map landmarks predicted in view (at most ``track_subset``, spread over
         the image, the most reliably found first) are looked for only within ``track_radius_px`` of their
         predicted projections, and the pose is refined by Levenberg–Marquardt from the prediction: no RANSAC, no
-        wide search. Keypoints unlike every landmark predicted near them are marked new (UNMATCHED) so that the
-        map update can grow the map. ``prior``: the gyro's orientation, fused with the images'."""
+        wide search; its map update refines the landmarks it matched and, in a new view only, adds keypoints
+        unlike every landmark predicted near them (``_label_left``). ``prior``: the gyro's orientation, fused
+        with the images'."""
         cost = 0
         best = StageResult(T_pred, ok=False)
         for cam in self._camera_order(keypoints):
@@ -194,9 +195,7 @@ class HeadStages:
                 self.map.note_search(searched, result.tracked_ids)
                 left_ids = None
                 if cam == 0:
-                    left_ids, new_cost = self._label_left(
-                        kp, kp_index, landmark_ids, result.tracked_ids, in_view, pixels
-                    )
+                    left_ids, new_cost = self._label_left(kp, kp_index, landmark_ids, result, in_view, pixels)
                     cost += new_cost
                 return replace(result, cost=cost, left_ids=left_ids)
             best = result
@@ -290,20 +289,27 @@ class HeadStages:
         kp: Keypoints,
         kp_index: np.ndarray,
         landmark_ids: np.ndarray,
-        tracked_ids: np.ndarray,
+        result: StageResult,
         in_view: np.ndarray,
         in_view_px: np.ndarray,
     ) -> tuple[np.ndarray, int]:
-        """Per camera-0 keypoint of the tracking stage: its landmark (an inlier), UNMATCHED (unlike every landmark
-        predicted near it, ``in_view`` at ``in_view_px``: a new one, so the map grows without duplicates) or
-        REJECTED; and the comparisons spent."""
+        """Per camera-0 keypoint of the tracking stage: its landmark (an inlier), REJECTED, or, where the pose is a
+        new view (``LandmarkMap.needs_keyframe``: no keyframe near it), UNMATCHED for a keypoint unlike every
+        landmark predicted near it (``in_view`` at ``in_view_px``: a new one, so the map grows without
+        duplicates); and the comparisons spent.
+
+        Near a known view the tracking stage adds no landmarks: its pose, from the tracked landmarks alone without
+        RANSAC, would place new ones with its own error, and the next frames would track against them (the map
+        drifts with the poses that fed it; the full stage, which the cascade's rules send a frame to at least
+        every 0.5 s, grows it there). Walking into a new view it must add them, or tracking thins out between
+        full stages (docs/pose.md, stop 11)."""
         left_ids = np.full(len(kp), REJECTED)
-        inlier = np.isin(landmark_ids, tracked_ids)
+        inlier = np.isin(landmark_ids, result.tracked_ids)
         left_ids[kp_index[inlier]] = landmark_ids[inlier]
         rest = np.ones(len(kp), bool)
         rest[kp_index] = False
         rest = np.flatnonzero(rest)
-        if len(rest) == 0:
+        if len(rest) == 0 or not self.map.needs_keyframe(result.T_world_head):
             return left_ids, 0
         # a duplicate of a landmark lies near its projection: compare with the landmarks within the search window
         rest_idx, near = pairs_within(kp.points_px[rest], in_view_px, self.config.track_radius_px)
