@@ -84,12 +84,13 @@ def hand_frames(
 
 def _cache_name(source_uri: str, seed: int, seconds: float, keypoints: str) -> str:
     """A file name that changes with the source, seed, duration, kind of keypoints and, for the network's, its
-    weights and gate settings (a change to the renderer or to the decoding needs a fresh cache folder)."""
-    from tracking.network.api import GATE_FILE, WEIGHTS_FILE
+    weights, gate settings and precision (a change to the renderer or to the decoding needs a fresh cache folder)."""
+    from tracking.network.api import GATE_FILE, WEIGHTS_FILE, resolve_precision
 
     network = b"".join(f.read_bytes() for f in (WEIGHTS_FILE, GATE_FILE)) if keypoints == "network" else b""
     weights = hashlib.sha256(network).hexdigest()[:12]
-    key = hashlib.sha256(f"{source_uri}|{seed}|{seconds}|{keypoints}|{weights}".encode()).hexdigest()[:16]
+    precision = resolve_precision("auto") if keypoints == "network" else ""  # what _compute's provider runs
+    key = hashlib.sha256(f"{source_uri}|{seed}|{seconds}|{keypoints}|{weights}|{precision}".encode()).hexdigest()[:16]
     return f"hands-{keypoints}-seed{seed}-{key}.pkl"
 
 

@@ -66,7 +66,7 @@ def sequence_keypoints(frames, source: str, seed: int) -> list[tuple]:
     else:
         from tracking.providers import NetworkKeypointProvider
 
-        provider = NetworkKeypointProvider()
+        provider = NetworkKeypointProvider(precision="fp32")  # the same gates from any CPU (bf16 or not)
     return [provider(frame) for frame in frames]
 
 
