@@ -9,7 +9,9 @@ print(left.stats()["active_fraction"])            # share of the dense MACs this
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,8 @@ from tracking.keypoints import Keypoints
 from tracking.network.decode import DecodeConfig, decode
 from tracking.network.model import KeypointNet, count_macs, to_input
 from tracking.skipconv.convert import PRECISIONS, SkipModel, convert
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 WEIGHTS_FILE = WEIGHTS_DIR / "keypoint_net.pt"
@@ -171,6 +175,7 @@ def check_image(image: object) -> np.ndarray:
     return image
 
 
+@functools.cache
 def native_bf16() -> bool:
     """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX-BF16; read from /proc/cpuinfo on Linux).
     Without them oneDNN emulates bfloat16, slower than fp32 (PyTorch's own check accepts any AVX-512 CPU)."""
@@ -189,6 +194,8 @@ def resolve_precision(precision: str) -> str:
         return "bf16" if native_bf16() else "fp32"
     if precision not in PRECISIONS:
         raise InvalidInputError(f"precision must be auto, {' or '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "bf16" and not native_bf16():
+        log.warning("this CPU has no bfloat16 instructions: bf16 is emulated and slower than fp32 here")
     return precision
 
 
