@@ -45,6 +45,19 @@ def test_summary_reports_rates_latency_network_and_accuracy(tmp_path):
     assert 0.0 < summary["mac_ratio"] <= 1.0
     assert sum(summary["exit_stage_hist"].values()) == 60
     assert summary["head_ate_m"] < 0.05
+    from tracking.network.api import resolve_precision
+
+    assert summary["precision"] == resolve_precision("auto")  # the default: bf16 where the CPU has it
+
+
+def test_precision_option_reaches_the_network():
+    import run_tracker
+
+    for precision in ("fp32", "bf16"):
+        args = run_tracker.build_parser().parse_args(["--precision", precision])
+        provider = run_tracker.make_provider(args)
+        assert provider.precision == precision
+        assert all(model.engine.precision == precision for model in provider.models)
 
 
 def test_truth_keypoints_give_hand_accuracy(tmp_path):
