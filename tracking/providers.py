@@ -43,7 +43,6 @@ class NetworkKeypointProvider:
 
         self.skip = skip
         self.models = [load_default(skip=skip, threshold=threshold, precision=precision) for _ in range(cameras)]
-        self.precision = self.models[0].engine.precision
         self.last_keypoints: tuple[Keypoints, ...] | None = None
         cores = os.cpu_count() or 1
         if parallel is None:
@@ -64,6 +63,11 @@ class NetworkKeypointProvider:
         size = (frame.images[0].shape[1], frame.images[0].shape[0])
         self.last_keypoints = tuple(decode_many(outputs, size, self.models[0].decode_config, on_hands))
         return self.last_keypoints
+
+    @property
+    def precision(self) -> str:
+        """The whole-model dense passes' arithmetic as resolved on this CPU: "fp32" or "bf16"."""
+        return self.models[0].engine.precision
 
     def skip_masks(self) -> list[np.ndarray | None]:
         """Per camera, (H', W') bool: where the network's first convolution recomputed on the last frame."""
