@@ -7,6 +7,7 @@ network with early exit, publishing on tcp://127.0.0.1:5556, with a live status 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -47,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", type=Path, help="also record frames and poses to this MCAP file")
     p.add_argument("--seconds", type=float, help="stop after this many seconds of source time")
     p.add_argument("--fast", action="store_true", help="no real-time pacing: process frames as fast as possible")
-    p.add_argument("--prerender", action="store_true", help="synthetic sources: render every frame first, so that "
-                   "the tracker has the CPU to itself as with a real camera (~160 kB a frame)")  # fmt: skip
+    p.add_argument("--prerender", action=argparse.BooleanOptionalAction, default=None,
+                   help="synthetic sources: render every frame before tracking starts (~160 kB a frame), so that the "
+                        "tracker has the CPU to itself as with a real camera; the default for synthetic sources "
+                        "that fit in memory (--no-prerender renders in the loop, on the tracker's cores)")  # fmt: skip
     p.add_argument("--dense", action="store_true", help="run the network densely (the baseline, same weights)")
     p.add_argument("--threshold", type=float,
                    help="skip-convolution gate threshold ε of the camera layer (default: tuned value; the layers "
@@ -150,13 +153,22 @@ class RunStats:
         return out
 
 
+MAX_AGE_PERIODS = 0.25
+"""A paced frame is tracked only if the tracker is ready for it within this many frame periods of its capture."""
+
+
 class Pacer:
     """Plays a file or synthetic source at its own rate, as a camera would deliver it, and says when each frame
     was 'captured' on this machine's monotonic clock (the start of its latency).
 
-    A camera does not wait for a slow tracker: a frame that is already more than one frame period old when the
-    tracker asks for it has been superseded, and ``capture_ns`` returns None for it (the caller drops it and
-    counts it), so latency never includes a growing backlog."""
+    A camera does not wait for a slow tracker. When the tracker comes back for a frame more than
+    ``MAX_AGE_PERIODS`` of a period after its capture, ``capture_ns`` returns None for it (the caller drops it,
+    counts it, and hands its IMU samples on to the next frame) and the tracker takes the next capture instead.
+    This keeps the newest published pose as fresh as it can be: working through stale frames would publish
+    more poses, each older (simulated for a tracker 5 % slower than the camera: 56 poses/s at p50 latency
+    P + 7.4 ms with frames up to a period old, 49 poses/s at P + 1 ms here, and the newest pose 34 against
+    30 ms old on average at any instant: benchmarks/frame_policy.py). A tracker faster than the camera never drops
+    a frame."""
 
     def __init__(self, enabled: bool, rate_hz: float | None) -> None:
         self.enabled = enabled
@@ -173,7 +185,7 @@ class Pacer:
         if due > now:
             time.sleep((due - now) * 1e-9)
             return due
-        if may_drop and self.period_ns is not None and now - due > self.period_ns:
+        if may_drop and self.period_ns is not None and now - due > MAX_AGE_PERIODS * self.period_ns:
             return None
         return due
 
@@ -203,8 +215,17 @@ def camera_frames(source, pacer: Pacer, skipped: Callable[[int], None]):
         t0 = time.monotonic_ns()
         frame = source.frame(due_seq)
         render_ns = 0.8 * render_ns + 0.2 * (time.monotonic_ns() - t0) if render_ns else time.monotonic_ns() - t0
-        yield frame
+        yield with_earlier_imu(frame, [source.imu(s) for s in range(seq, due_seq)])
         seq = due_seq + 1
+
+
+def with_earlier_imu(frame: Frame, earlier: list[np.ndarray | None]) -> Frame:
+    """``frame`` with the IMU samples of the frames dropped before it in front of its own: the gyro is integrated
+    from the last tracked frame, and a dropped frame's samples are the only record of that stretch."""
+    parts = [imu for imu in (*earlier, frame.imu) if imu is not None and len(imu)]
+    if len(parts) < 2:
+        return frame
+    return dataclasses.replace(frame, imu=np.concatenate(parts))
 
 
 # ------------------------------------------------------------------------------------------------ setup
@@ -278,7 +299,7 @@ def run(args: argparse.Namespace, stats: RunStats | None = None) -> dict[str, ob
     uri, scheme, source = open_input(args)
     stats = stats if stats is not None else RunStats()
     with source:
-        if args.prerender:
+        if wants_prerender(args, source):
             prerender(args, source)
         rig = load_rig(args, source)
         provider = make_provider(args)
@@ -289,7 +310,8 @@ def run(args: argparse.Namespace, stats: RunStats | None = None) -> dict[str, ob
             stop_t_ns = None
             from hardware.synthetic import SyntheticSource
 
-            on_demand = pacer.enabled and isinstance(source, SyntheticSource)  # renders any frame on demand
+            # a synthetic source that renders in the loop gives any frame on demand; prerendered, it is a camera
+            on_demand = pacer.enabled and isinstance(source, SyntheticSource) and not source.prerendered
 
             def skipped(n: int) -> None:
                 stats.dropped_late += n
@@ -297,6 +319,7 @@ def run(args: argparse.Namespace, stats: RunStats | None = None) -> dict[str, ob
                     progress.update(n)
 
             head_sent_ns: list[int] = []
+            dropped_imu: list[np.ndarray | None] = []  # of the frames dropped since the last tracked one
 
             def head_ready(head) -> None:
                 outputs.send_head(head)  # before the hands are collected: the runtime renders from the head
@@ -317,9 +340,12 @@ def run(args: argparse.Namespace, stats: RunStats | None = None) -> dict[str, ob
                     capture_ns = pacer.capture_ns(item, may_drop=not on_demand)
                     if capture_ns is None:
                         stats.dropped_late += 1
+                        dropped_imu.append(item.imu)
                         if progress is not None:
                             progress.update(1)
                         continue
+                    item = with_earlier_imu(item, dropped_imu)
+                    dropped_imu.clear()
                     head_sent_ns.clear()
                     result = tracker.process(item, on_head=head_ready)
                     outputs.send(item, result)
@@ -390,17 +416,44 @@ PRERENDER_MAX_BYTES = 4_000_000_000
 """The most image memory --prerender may hold (a 60 Hz stereo 320x240 source: about 7 minutes)."""
 
 
+def wants_prerender(args: argparse.Namespace, source) -> bool:
+    """--prerender as given, or by default: a synthetic source whose frames fit in ``PRERENDER_MAX_BYTES``.
+
+    Rendering in the loop takes ~6 ms of the tracker's two cores a frame, which a headset camera does not: the
+    default run would then track fewer frames than the camera delivers."""
+    from hardware.synthetic import SyntheticSource
+
+    if args.prerender is not None:
+        return args.prerender
+    if not isinstance(source, SyntheticSource):
+        return False
+    if _frame_bytes(source) > PRERENDER_MAX_BYTES:
+        log.warning(
+            "%d frames are too many to render beforehand (%.1f GB): rendering them in the loop, on the tracker's "
+            "cores (fewer frames/s than a camera gives; --seconds shortens the run)",
+            len(source),
+            _frame_bytes(source) / 1e9,
+        )
+        return False
+    return True
+
+
+def _frame_bytes(source) -> int:
+    """The uint8 image memory of all of a synthetic source's frames."""
+    return len(source) * sum(camera.width * camera.height for camera in source.rig.cameras)
+
+
 def prerender(args: argparse.Namespace, source) -> None:
     """--prerender: render a synthetic source's frames before the clock starts."""
     from hardware.synthetic import SyntheticSource
 
     if not isinstance(source, SyntheticSource):
         raise SkipTrackError("--prerender applies to synthetic sources only (other sources are not rendered)")
-    needed = len(source) * sum(camera.width * camera.height for camera in source.rig.cameras)  # uint8 images
+    needed = _frame_bytes(source)
     if needed > PRERENDER_MAX_BYTES:
         raise SkipTrackError(
             f"--prerender would hold {needed / 1e9:.1f} GB of frames ({len(source)} frames); give --seconds to "
-            f"render at most {PRERENDER_MAX_BYTES / 1e9:.0f} GB, or leave out --prerender"
+            f"render at most {PRERENDER_MAX_BYTES / 1e9:.0f} GB, or use --no-prerender"
         )
     if args.no_progress:
         source.prerender()

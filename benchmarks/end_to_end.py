@@ -40,7 +40,7 @@ def measure(
     histogram) and camera → hand poses published (``hand_latencies_ms``)."""
     argv = ["--source", f"synthetic:{scenario}?seed={seed}", "--seconds", str(seconds), "--no-publish",
             "--no-progress", *([] if paced else ["--fast"]), *(["--dense"] if dense else []),
-            *(["--prerender"] if prerender else []), "--precision", precision]  # fmt: skip
+            "--prerender" if prerender else "--no-prerender", "--precision", precision]  # fmt: skip
     stats = run_tracker.RunStats()
     summary = run_tracker.run(run_tracker.build_parser().parse_args(argv), stats)
     return {**summary, "latencies_ms": [round(x, 2) for x in stats.latencies_ms],

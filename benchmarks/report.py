@@ -83,6 +83,7 @@ class Settings:
     pose_seconds: float
     bridge: tuple[str, ...]
     end_to_end: tuple[str, ...]
+    default_run: tuple[str, ...]
     timeout_s: float
 
 
@@ -93,6 +94,7 @@ FULL = Settings(
     pose_seconds=20.0,
     bridge=("--seconds", "10", "--repeats", "3"),
     end_to_end=("--seconds", "5", "--scenarios", "seated,still_hand,look_around"),
+    default_run=("--repeats", "3"),
     timeout_s=1800.0,
 )
 QUICK = Settings(
@@ -102,6 +104,7 @@ QUICK = Settings(
     pose_seconds=3.0,
     bridge=("--seconds", "1", "--repeats", "1"),
     end_to_end=("--seconds", "1", "--scenarios", "seated", "--repeats", "1"),
+    default_run=("--repeats", "1"),
     timeout_s=240.0,
 )
 POSE_SCENARIOS = ("seated", "look_around")
@@ -110,6 +113,7 @@ NETWORK_POSE_JOB = "pose_network_seated"  # the same evaluation on the keypoint 
 # is the tracker's default on a CPU with bfloat16 instructions (whole-image dense passes in bfloat16)
 NETWORK_POSE_BF16_JOB = "pose_network_seated_bf16"
 E2E_SCENARIO = "seated"  # the end-to-end scenario the headline rows read
+DEFAULT_RUN_JOB = "default_run"  # `python run_tracker.py` as a user runs it, with a subscriber beside it
 VIDEO_START_S = 48.0  # the part of vtest.avi the network never saw in training (tracking/weights/README.md)
 
 
@@ -138,6 +142,8 @@ def jobs_for(out_dir: Path, settings: Settings, video: Path) -> list[Job]:
         Job("bridge", "bridge", ("benchmarks/bridge.py", "--json", out("bridge"), *settings.bridge)),
         Job("end_to_end", "end_to_end", ("benchmarks/end_to_end.py", "--json", out("end_to_end"),
                                          *settings.end_to_end)),
+        Job("end_to_end", DEFAULT_RUN_JOB, ("benchmarks/default_run.py", "--json", out(DEFAULT_RUN_JOB),
+                                            *settings.default_run)),
     ]  # fmt: skip
 
 
@@ -426,6 +432,26 @@ def e2e_threads(data: dict) -> str:
     return f"{data.get('threads')} threads"
 
 
+def default_run(key: str) -> Callable[[dict], object]:
+    return lambda data: dig(data, "medians", key)
+
+
+def default_run_note(data: dict) -> str:
+    runs = data.get("runs") or []
+    fps = " / ".join(fmt(r.get("fps"), "{:.1f}") for r in runs)
+    return f"seated 10 s paced at 60 Hz, publishing; median of {len(runs)} runs ({fps})"
+
+
+def default_run_rate_note(data: dict) -> str:
+    runs = data.get("runs") or []
+    dropped = " / ".join(text(r.get("frames_dropped_late")) for r in runs)
+    lost = sum(sum((r.get("subscriber_lost") or {}).values()) for r in runs)
+    return (
+        f"the camera delivers 60; frames the tracker was late for (not tracked, no pose): {dropped} of 600; "
+        f"messages lost: {lost}"
+    )
+
+
 def e2e(mode: str, key: str) -> Callable[[dict], object]:
     return lambda data: dig(data, "scenarios", E2E_SCENARIO, mode, key)
 
@@ -552,6 +578,12 @@ CHECKS: dict[str, tuple[Check, ...]] = {
         Check("end_to_end", "latency p50, dense network", e2e("dense", "latency_ms_p50"), "{:.1f} ms"),
         Check("end_to_end", "latency p99, skip network", e2e("skip", "latency_ms_p99"), "{:.1f} ms", ("≤", 25.0)),
         Check("end_to_end", "latency p99, dense network", e2e("dense", "latency_ms_p99"), "{:.1f} ms", ("≤", 25.0)),
+        Check(DEFAULT_RUN_JOB, "default run (`python run_tracker.py`) fps", default_run("fps"), "{:.1f}",
+              ("≥", 30.0), default_run_note),
+        Check(DEFAULT_RUN_JOB, "default run latency p50", default_run("latency_ms_p50"), "{:.1f} ms", ("≤", 20.0),
+              lambda d: f"p99 {fmt(dig(d, 'medians', 'latency_ms_p99'), '{:.1f}')} ms"),
+        Check(DEFAULT_RUN_JOB, "default run: head poses a subscriber received per second",
+              default_run("subscriber_head_rate_hz"), "{:.1f}", None, default_run_rate_note),
     ),
 }
 # fmt: on

@@ -161,10 +161,65 @@ def test_prerender_refuses_more_frames_than_memory_allows(monkeypatch):
         run_tracker.prerender(args, source)
 
 
+def test_synthetic_sources_are_rendered_beforehand_by_default(monkeypatch, caplog):
+    """The default run renders the synthetic cameras before tracking starts, unless told not to or unless the
+    frames would not fit in memory (then it says so and renders in the loop); other sources are not rendered."""
+    import run_tracker
+
+    parse = run_tracker.build_parser().parse_args
+    source = hardware.open_source("synthetic:still_hand", seconds=1.0)
+    assert run_tracker.wants_prerender(parse([]), source)
+    assert not run_tracker.wants_prerender(parse(["--no-prerender"]), source)
+    assert not run_tracker.wants_prerender(parse([]), object())  # not a synthetic source
+    monkeypatch.setattr(run_tracker, "PRERENDER_MAX_BYTES", 1_000_000)
+    assert not run_tracker.wants_prerender(parse([]), source)
+    assert "too many to render beforehand" in caplog.text
+    with pytest.raises(SkipTrackError, match="--no-prerender"):
+        run_tracker.prerender(parse(["--prerender"]), source)
+
+
+def test_a_prerendered_source_is_paced_like_a_camera_and_dropped_frames_keep_their_imu(monkeypatch):
+    """Rendered beforehand, a synthetic source delivers its frames as a camera does. A tracker that takes 1.1 frame
+    periods a frame tracks a frame captured at most a quarter period before it is ready, else the next capture:
+    about 3 frames of 4 (rendering on demand it would wait for every next capture and track every other frame; with
+    frames up to a period old it would track 9 of 10). The IMU samples of the frames it drops reach the next frame
+    it tracks: none is lost."""
+    import time
+
+    import numpy as np
+
+    import run_tracker
+    from tracking.tracker import Tracker
+
+    rate = 10.0
+    process = Tracker.process
+    imu_seen = []
+
+    def slow_process(self, frame, *args, **kwargs):
+        started = time.perf_counter()
+        imu_seen.append(frame.imu[:, 0])
+        result = process(self, frame, *args, **kwargs)
+        time.sleep(max(0.0, 1.1 / rate - (time.perf_counter() - started)))
+        return result
+
+    monkeypatch.setattr(Tracker, "process", slow_process)
+    uri = f"synthetic:still_hand?rate={rate:g}&seconds=2"
+    argv = ["--source", uri, "--keypoints", "truth", "--no-publish", "--no-progress"]
+    summary = run_tracker.run(run_tracker.build_parser().parse_args(argv))
+    assert summary["frames"] + summary["frames_dropped_late"] == 20
+    assert 12 <= summary["frames"] <= 17, summary
+    source = hardware.open_source(uri)
+    seen = np.concatenate(imu_seen)
+    everything = np.concatenate([source.imu(seq) for seq in range(len(source))])[:, 0]
+    assert np.array_equal(seen, everything[: len(seen)]) and len(seen) > 0.9 * len(everything)
+
+
 def test_a_slow_tracker_gets_the_next_captured_frame_and_superseded_frames_are_not_rendered(monkeypatch):
     """Paced synthetic source, a reader that takes 3 frame periods per frame: it is handed only frames due after it
     asks (none rendered for nothing), the frames skipped meanwhile are counted, and every frame is accounted for."""
     import time
+
+    import numpy as np
 
     import run_tracker
 
@@ -180,13 +235,17 @@ def test_a_slow_tracker_gets_the_next_captured_frame_and_superseded_frames_are_n
     pacer = run_tracker.Pacer(True, source.rate_hz)
     skipped = []
     delivered = []
+    imu_seen = []
     for item in run_tracker.camera_frames(source, pacer, skipped.append):
         assert pacer.capture_ns(item, may_drop=False) is not None
         delivered.append(item.seq)
+        imu_seen.append(item.imu[:, 0])
         time.sleep(3 / source.rate_hz)
     assert rendered == delivered  # nothing rendered only to be dropped
     assert delivered == sorted(set(delivered)) and len(delivered) < len(source) / 2
     assert len(delivered) + sum(skipped) == len(source)
+    everything = np.concatenate([source.imu(seq) for seq in range(delivered[-1] + 1)])[:, 0]
+    assert np.array_equal(np.concatenate(imu_seen), everything)  # the skipped frames' IMU samples are not lost
 
 
 def test_frame_rate_counts_tracking_time_only(monkeypatch):

@@ -67,6 +67,11 @@ class SyntheticSource(FrameSource):
                 progress(1)
         self._prerendered = frames
 
+    @property
+    def prerendered(self) -> bool:
+        """Whether ``prerender`` has run: ``frame`` then costs nothing, as a camera's frame."""
+        return self._prerendered is not None
+
     def __len__(self) -> int:
         return self.num_frames
 
@@ -87,9 +92,14 @@ class SyntheticSource(FrameSource):
         t_ns = self.t_ns(seq)
         t_s = (t_ns - T0_NS) * 1e-9
         rendered = self.render(self.spec.head.T_world_head(t_s), t_s, seq=seq)
+        return Frame(seq=seq, t_ns=t_ns, images=rendered.images, imu=self.imu(seq), truth=rendered.truth)
+
+    def imu(self, seq: int) -> np.ndarray:
+        """Frame ``seq``'s IMU samples (those since frame ``seq - 1``), the same as ``frame(seq).imu``, without
+        rendering it."""
         imu_rng = np.random.default_rng([self.seed, seq, 2])
-        imu = imu_samples(self.spec.head, self.imu_errors, imu_times_ns(self.t_ns(seq - 1), t_ns), T0_NS, imu_rng)
-        return Frame(seq=seq, t_ns=t_ns, images=rendered.images, imu=imu, truth=rendered.truth)
+        return imu_samples(self.spec.head, self.imu_errors, imu_times_ns(self.t_ns(seq - 1), self.t_ns(seq)), T0_NS,
+                           imu_rng)  # fmt: skip
 
     def render(self, T_world_head: np.ndarray, t_s: float, seq: int = 0, hands: bool = True) -> RenderedFrame:
         """Render the world from head pose ``T_world_head`` (4, 4) with the scenario's hands at time ``t_s``.
