@@ -569,6 +569,40 @@ def test_model_hands_over_to_the_folded_graph_while_every_convolution_runs_dense
     assert gated[0] == 1 and max(gated) == handover + convert_module.FOLDED_FRAMES + 1  # key frame, then gating
 
 
+def test_folded_streaks_double_while_the_motion_goes_on() -> None:
+    """Streaks of the folded graph grow 12, 24, 48 while the model hands over again within RESUME_FRAMES of the
+    last one's end, even when the frame after the key frame runs sparse (slow motion: one frame's change against
+    the key frame); after a longer stretch of sparse frames the next streak is FOLDED_FRAMES again."""
+    assert (convert_module.FOLDED_FRAMES, convert_module.MAX_FOLDED_FRAMES, convert_module.ALL_DENSE_FRAMES) == (
+        12, 48, 3)  # fmt: skip
+    torch.manual_seed(17)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1)).eval()
+    skip = convert(model, threshold=0.01, break_even=0.5, noise_margin=0.0)
+    first = next(layer for layer in skip.layers if isinstance(layer, ConvLayer))
+    gen = torch.Generator().manual_seed(18)
+    little = {17, 46, *range(99, 109)}  # after the key frames 16 and 45, and a stretch after the key frame 98
+    x = torch.rand(1, 1, 24, 32, generator=gen)
+    folded = []
+    with torch.no_grad():
+        for frame in range(126):
+            if frame in little:
+                x = x.clone()
+                x[..., 10:12, 10:12] += 0.5  # a small spot changes: sparse work
+            else:
+                x = torch.rand(1, 1, 24, 32, generator=gen)  # changes everywhere: every convolution runs dense
+            out = skip(x)
+            assert float((out - model(x)).abs().max()) <= ATOL
+            if frame in little:
+                assert skip.stats()["macs"] < skip.stats()["dense_macs"]
+            # the folded graph leaves the layers' own outputs as they were
+            want = F.conv2d(x, first.weight, first.bias, padding=1)
+            want = first.act.fn(want) if first.act is not None else want
+            if float((first.out - want).abs().max()) > ATOL:
+                folded.append(frame)
+    # key frames 0, 16, 45, 98 and 124; three dense frames before each streak (one sparse frame first at 17 and 46)
+    assert folded == [*range(4, 16), *range(21, 45), *range(50, 98), *range(112, 124)]
+
+
 def _two_frames(seed: int, threshold: float, break_even: float, change) -> tuple[nn.Module, object, torch.Tensor]:
     """A 3x3-ReLU-3x3 model converted at ``threshold``/``break_even``, run on a frame and then on ``change(frame)``;
     returns (model, skip model, second frame)."""

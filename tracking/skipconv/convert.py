@@ -58,10 +58,14 @@ layer no expensive convolution is left whose work a threshold would spare (docs/
 ALL_DENSE_FRAMES = 3
 """Frames in a row on which every convolution ran dense (head motion, a noisy camera at a small ε) before the whole
 model hands over to the folded graph for FOLDED_FRAMES frames: the graph runs the same dense work without the
-per-layer bookkeeping. The frame after that is a key frame, and the layers gate again; a handover right after the
-last one doubles the next (up to MAX_FOLDED_FRAMES, 0.8 s at 60 Hz), a frame with sparse work resets it."""
+per-layer bookkeeping. The frame after that is a key frame, and the layers gate again. A handover within
+RESUME_FRAMES frames of the end of the last streak doubles the next streak (up to MAX_FOLDED_FRAMES, 0.8 s at
+60 Hz); a later one starts again at FOLDED_FRAMES. The frame after the key frame may run sparse under slow head
+motion (one frame's motion against the key frame), so a sparse frame alone does not end the doubling: the motion
+goes on when the frames after it are dense again."""
 FOLDED_FRAMES = 12
 MAX_FOLDED_FRAMES = 48
+RESUME_FRAMES = 2 * (1 + ALL_DENSE_FRAMES)
 
 PRECISIONS = ("fp32", "bf16")
 """Arithmetic of the whole-model dense runs (``SkipModel.precision``); the per-layer paths are always fp32."""
@@ -163,6 +167,7 @@ class SkipModel:
         self._all_dense_frames = 0
         self._folded_frames_left = 0
         self._next_folded = FOLDED_FRAMES
+        self._since_streak: int | None = None  # per-layer frames since the last folded streak ended
         self._precision = "fp32"
         self._folded_bf16: torch.fx.GraphModule | None = None
 
@@ -241,6 +246,7 @@ class SkipModel:
         self._resolution = None
         self._all_dense_frames = self._folded_frames_left = 0
         self._next_folded = FOLDED_FRAMES
+        self._since_streak = None
 
     def break_evens(self) -> dict[str, float]:
         """Per convolution: the active fraction above which it runs dense, at the current resolution."""
@@ -287,6 +293,8 @@ class SkipModel:
         if self._folded_frames_left and resolution == self._resolution:
             return self._folded_frame(x)
         self.layers[0].set_frame(x)
+        if self._since_streak is not None:
+            self._since_streak += 1
         with torch.no_grad():
             if resolution != self._resolution:
                 self._key_frame(resolution)
@@ -301,13 +309,16 @@ class SkipModel:
         """Hand over to the folded graph after ALL_DENSE_FRAMES frames on which every convolution ran dense."""
         all_dense = bool(self._convs) and all(c.stats.path is Path.DENSE for c in self._convs)
         if not all_dense:
-            self._all_dense_frames, self._next_folded = 0, FOLDED_FRAMES
+            self._all_dense_frames = 0
             return
         self._all_dense_frames += 1
         if self._all_dense_frames >= ALL_DENSE_FRAMES:
+            if self._since_streak is None or self._since_streak > RESUME_FRAMES:
+                self._next_folded = FOLDED_FRAMES
             self._all_dense_frames = 0
             self._folded_frames_left = self._next_folded
             self._next_folded = min(2 * self._next_folded, MAX_FOLDED_FRAMES)
+            self._since_streak = None
 
     def _folded_frame(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """One frame of the whole-model dense streak: the folded graph's output (exact at fp32 ``precision``), every
@@ -315,6 +326,7 @@ class SkipModel:
         self._folded_frames_left -= 1
         if not self._folded_frames_left:
             self._resolution = None
+            self._since_streak = 0
         with torch.no_grad():
             out = self._run_folded(x)
         for layer in self.layers:
