@@ -121,6 +121,7 @@ def test_cli_compares_the_skip_network_with_the_dense_one(tmp_path):
                  "--vs-dense", "--no-exit", "--json", str(out)]) == 0  # fmt: skip
     m = json.loads(out.read_text())
     assert m["network"] == "skip"
+    assert m["skip_vs_dense_mm"] == m["skip_vs_dense_no_exit_mm"]  # --no-exit: the same comparison
     difference = m["skip_vs_dense_mm"]
     assert difference["frames"] > 0
     assert 0.0 <= difference["median"] <= difference["p95"] <= difference["max"]
