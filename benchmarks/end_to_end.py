@@ -7,7 +7,7 @@ skip-convolution network vs the dense baseline (same weights), in one process.
 Without ``--paced`` frames are processed as fast as possible (throughput, fps); with it, in real time at the
 scenario's rate (the latency a user sees; frames the tracker is too late for are dropped and counted). The
 synthetic frames are rendered before each run starts (``run_tracker.py --prerender``): a headset's cameras deliver
-frames without the host's CPU, while rendering one here costs ~12 ms of it; ``--live-render`` renders them in the
+frames without the host's CPU, while rendering one here costs ~6 ms of it; ``--live-render`` renders them in the
 loop instead. Prints and writes JSON: per scenario and mode, fps, latency p50/p99 (camera → head pose published;
 ``hand_latency_ms_*``: → hand poses published, after the hand worker),
 MAC ratio, active fraction, head ATE; and the skip/dense fps ratio. Half a second of each mode runs first and is
