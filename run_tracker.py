@@ -154,7 +154,8 @@ class RunStats:
 
 
 MAX_AGE_PERIODS = 0.25
-"""A paced frame is tracked only if the tracker is ready for it within this many frame periods of its capture."""
+"""A paced frame is tracked only if the tracker is ready for it within this many frame periods of its capture; a
+live camera's frame older than that is dropped when a newer one is already waiting (``live_capture_ns``)."""
 
 
 class Pacer:
@@ -198,6 +199,19 @@ class Pacer:
         while seq + 1 < len(source) and source.t_ns(seq) < source_now:
             seq += 1
         return seq
+
+
+def live_capture_ns(frame: Frame, source, period_ns: int | None) -> int | None:
+    """A live camera's frame (``source.live_clock``): its grab time, where its latency starts; None (drop it, as
+    ``Pacer.capture_ns`` does) when it is more than ``MAX_AGE_PERIODS`` periods old and a newer frame is already
+    waiting. A tracker slower than the camera then tracks the newest frame instead of working through the queue's
+    stale ones, each published pose older than the last, until the queue overflows into gaps that break the
+    motion prior. The last frame there is is never dropped."""
+    now = time.monotonic_ns()
+    stale = period_ns is not None and now - frame.t_ns > MAX_AGE_PERIODS * period_ns
+    if stale and source.newer_frame_waiting():
+        return None
+    return min(frame.t_ns, now)
 
 
 def camera_frames(source, pacer: Pacer, skipped: Callable[[int], None]):
@@ -337,7 +351,10 @@ def run(args: argparse.Namespace, stats: RunStats | None = None) -> dict[str, ob
                         stop_t_ns = item.t_ns + int(args.seconds * 1e9)
                     if stop_t_ns is not None and item.t_ns >= stop_t_ns:
                         break
-                    capture_ns = pacer.capture_ns(item, may_drop=not on_demand)
+                    if source.live_clock and not pacer.enabled:
+                        capture_ns = live_capture_ns(item, source, pacer.period_ns)
+                    else:
+                        capture_ns = pacer.capture_ns(item, may_drop=not on_demand)
                     if capture_ns is None:
                         stats.dropped_late += 1
                         dropped_imu.append(item.imu)

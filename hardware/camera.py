@@ -150,9 +150,12 @@ class CameraSource(FrameSource):
             CaptureThread(opener, str(device), profile.fps, queue, size, timestamps, t_base_ns)
             for opener, device, queue in zip(openers, profile.devices, self._queues, strict=True)
         ]
+        self._ready: collections.deque[Frame | Gap] = collections.deque()  # taken from the queues, not yet yielded
         self._started = False
         self._closed = False
         self._delivered = False
+
+    live_clock = True  # both timestamp modes count from a grab on the monotonic clock
 
     def __iter__(self) -> Iterator[Frame | Gap]:
         if not self._started:
@@ -162,11 +165,20 @@ class CameraSource(FrameSource):
         half_frame_ns = int(0.5e9 / self.profile.fps)
         pairer = StereoPairer(half_frame_ns, self.pair_wait_ns) if len(self._queues) == 2 else None
         while not self._closed:
+            if self._ready:
+                yield self._ready.popleft()
+                continue
             with self._condition:
                 while not self._closed and all(q.peek() is None for q in self._queues):
                     self._condition.wait(0.1)
             items = [self._take(q) for q in self._queues]
-            yield from self._combine(items, pairer)
+            self._ready.extend(self._combine(items, pairer))
+
+    def newer_frame_waiting(self) -> bool:
+        """A frame is ready behind the one just yielded, or a device has grabbed one since."""
+        return any(isinstance(item, Frame) for item in self._ready) or any(
+            isinstance(q.peek(), Grabbed) for q in self._queues
+        )
 
     def _take(self, queue: FrameQueue) -> list[Grabbed | Gap]:
         items = []

@@ -32,9 +32,16 @@ class FrameSource(abc.ABC):
 
     rig: StereoRig | None = None
     rate_hz: float | None = None
+    live_clock: bool = False
+    """True when ``Frame.t_ns`` is when the frame was grabbed, on this machine's monotonic clock (live cameras): the
+    start of the frame's latency, and how old it is when the tracker gets to it."""
 
     @abc.abstractmethod
     def __iter__(self) -> Iterator[Frame | Gap]: ...
+
+    def newer_frame_waiting(self) -> bool:
+        """Whether a frame newer than the last one yielded is already there (a live source's queue)."""
+        return False
 
     def close(self) -> None:
         """Release devices, files and threads. Safe to call twice."""

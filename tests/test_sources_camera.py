@@ -241,3 +241,32 @@ def test_list_says_which_devices_opencv_can_open(capsys):
     out = capsys.readouterr().out
     assert ("camera devices OpenCV can open" in out) or ("no camera device" in out)
     assert "camera:uvc_stereo_sbs" in out
+
+
+def test_a_slow_tracker_skips_stale_camera_frames_when_newer_ones_wait(tmp_path):
+    """run_tracker's rule for live cameras, on the real capture path: a frame that waited in the queue while the
+    tracker was busy is dropped when a newer one is there; the last frame is tracked however old, and a tracked
+    frame's latency starts at its grab time (Frame.t_ns, the monotonic clock), not when the tracker took it."""
+    import run_tracker
+
+    source = CameraSource(profile(), [file_openers(write_video(tmp_path / "a.avi", 12))], drop_oldest=False)
+    assert source.live_clock
+    period_ns = int(1e9 / FPS)
+    captured = []
+    watchdog = threading.Timer(20.0, source.close)
+    watchdog.start()
+    try:
+        for item in source:
+            if isinstance(item, Gap):
+                break
+            if not captured:
+                time.sleep(0.3)  # the tracker is busy: the capture thread fills the queue behind this frame
+                assert source.newer_frame_waiting()
+            captured.append((item, run_tracker.live_capture_ns(item, source, period_ns)))
+    finally:
+        watchdog.cancel()
+        source.close()
+    assert len(captured) == 12
+    assert captured[0][1] is None  # 0.3 s old, newer frames waiting
+    assert captured[-1][1] == captured[-1][0].t_ns  # nothing newer: tracked
+    assert all(ns == frame.t_ns for frame, ns in captured if ns is not None)
