@@ -16,6 +16,7 @@ from tracking.skipconv.kernels import Backend
 from tracking.skipconv.layers import ConvLayer
 
 convert_module = importlib.import_module("tracking.skipconv.convert")  # the package's `convert` is the function
+layers_module = importlib.import_module("tracking.skipconv.layers")
 BACKENDS = [Backend.CPP, Backend.TORCH]
 ATOL = 1e-4
 
@@ -603,6 +604,39 @@ def test_folded_streaks_double_while_the_motion_goes_on() -> None:
     assert folded == [*range(4, 16), *range(21, 45), *range(50, 98), *range(112, 124)]
 
 
+def _patch_and_drift(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with a 6x6 patch changed (the first layer fires on about 8 % of its outputs: more than
+    CAMERA_WIDE_CHANGE_AFTER_MOTION, less than CAMERA_WIDE_CHANGE) and everything else by 0.2 % (under ε)."""
+    x = x * 1.002
+    x[..., 4:10, 4:10] += 0.3
+    return x
+
+
+def test_just_after_head_motion_a_wide_change_refreshes_the_first_layer_exactly() -> None:
+    """The frame after a folded streak's key frame carries the head's motion on: a change over 8 % of the first
+    layer's outputs refreshes it from the true input everywhere (exact), where the same change on a still camera
+    runs sparse and leaves the drift under ε stale."""
+    assert layers_module.CAMERA_WIDE_CHANGE_AFTER_MOTION < 0.08 < layers_module.CAMERA_WIDE_CHANGE
+    torch.manual_seed(19)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1)).eval()
+    gen = torch.Generator().manual_seed(20)
+    paths = {}
+    for moving in (True, False):
+        skip = convert(model, threshold=0.01, break_even=0.5, noise_margin=0.0)
+        first = next(layer for layer in skip.layers if isinstance(layer, ConvLayer))
+        x = torch.rand(1, 1, 24, 32, generator=gen)
+        with torch.no_grad():
+            # moving: key frame, 3 dense frames, the folded streak, and its closing key frame
+            for _ in range(1 + convert_module.ALL_DENSE_FRAMES + convert_module.FOLDED_FRAMES + 1 if moving else 1):
+                x = torch.rand(1, 1, 24, 32, generator=gen)
+                skip(x)
+            x = _patch_and_drift(x)
+            skip(x)
+        want = F.relu(F.conv2d(x, first.weight, first.bias, padding=1))
+        paths[moving] = (first.stats.path.name, float((first.out - want).abs().max()) <= ATOL)
+    assert paths == {True: ("DENSE", True), False: ("SPARSE", False)}
+
+
 def _two_frames(seed: int, threshold: float, break_even: float, change) -> tuple[nn.Module, object, torch.Tensor]:
     """A 3x3-ReLU-3x3 model converted at ``threshold``/``break_even``, run on a frame and then on ``change(frame)``;
     returns (model, skip model, second frame)."""
@@ -637,6 +671,16 @@ def test_a_camera_wide_change_refreshes_the_first_layer_exactly() -> None:
     want = F.relu(F.conv2d(moved, first.weight, first.bias, padding=1))
     assert float((first.out - want).abs().max()) <= ATOL
     assert torch.equal(first.xhat, moved.contiguous(memory_format=torch.channels_last))
+
+
+def test_a_camera_wide_change_refreshes_the_layers_below_too() -> None:
+    """Below a first layer that refreshed everywhere, a layer whose input changed everywhere runs dense too rather
+    than holding back the blocks that changed by less than ε: the whole model's output is exact."""
+    model, skip, moved = _two_frames(7, 0.02, 1.0, _half_moves)
+    _, second = _first_and_second(skip)
+    assert second.stats.path.name == "DENSE"
+    with torch.no_grad():
+        assert float((skip.layers[skip.outputs[0]].out - model(moved)).abs().max()) <= ATOL
 
 
 def _patch_moves(x: torch.Tensor) -> None:

@@ -31,6 +31,8 @@ from tracking.skipconv.errors import UnsupportedOperationError
 from tracking.skipconv.gates import GateKind
 from tracking.skipconv.kernels import Backend, kernels_for
 from tracking.skipconv.layers import (
+    CAMERA_WIDE_CHANGE,
+    CAMERA_WIDE_CHANGE_AFTER_MOTION,
     CL,
     Activation,
     BinaryLayer,
@@ -60,9 +62,10 @@ ALL_DENSE_FRAMES = 3
 model hands over to the folded graph for FOLDED_FRAMES frames: the graph runs the same dense work without the
 per-layer bookkeeping. The frame after that is a key frame, and the layers gate again. A handover within
 RESUME_FRAMES frames of the end of the last streak doubles the next streak (up to MAX_FOLDED_FRAMES, 0.8 s at
-60 Hz); a later one starts again at FOLDED_FRAMES. The frame after the key frame may run sparse under slow head
-motion (one frame's motion against the key frame), so a sparse frame alone does not end the doubling: the motion
-goes on when the frames after it are dense again."""
+60 Hz); a later one starts again at FOLDED_FRAMES. Within RESUME_FRAMES of a streak's end the camera layer
+refreshes exactly above CAMERA_WIDE_CHANGE_AFTER_MOTION instead of CAMERA_WIDE_CHANGE (the head's motion goes on);
+under slower motion the frame after the key frame still runs sparse (one frame's motion against the key frame), so
+a sparse frame alone does not end the doubling: the motion goes on when the frames after it are dense again."""
 FOLDED_FRAMES = 12
 MAX_FOLDED_FRAMES = 48
 RESUME_FRAMES = 2 * (1 + ALL_DENSE_FRAMES)
@@ -295,6 +298,9 @@ class SkipModel:
         self.layers[0].set_frame(x)
         if self._since_streak is not None:
             self._since_streak += 1
+        after_motion = self._since_streak is not None and self._since_streak <= RESUME_FRAMES
+        self._ctx.camera_wide_change = CAMERA_WIDE_CHANGE_AFTER_MOTION if after_motion else CAMERA_WIDE_CHANGE
+        self._ctx.camera_refreshed = False
         with torch.no_grad():
             if resolution != self._resolution:
                 self._key_frame(resolution)

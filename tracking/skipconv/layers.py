@@ -51,7 +51,19 @@ CAMERA_WIDE_CHANGE = 0.25
 input everywhere (exact), whatever its break-even: a change that wide is head motion or a lighting change, not the
 local change the gate is for, and the blocks it would hold back have changed too, only by less than ε, under
 everything downstream. A first layer costs about 1 % of a network, so the refresh costs little over the sparse
-run it replaces."""
+run it replaces. Whenever a layer reading the camera runs dense (this rule, its break-even, or a streak of dense
+frames after either), every layer below it whose input changed everywhere runs dense too (``camera_refreshed``): on
+seated the gate of the 1x1 fusion layer held blocks back under slow head motion while every other layer ran dense,
+and moved 5-7 % of the keypoints by more than a pixel; on a still camera (still_hand, vtest.avi) nothing changes."""
+
+CAMERA_WIDE_CHANGE_AFTER_MOTION = 0.05
+"""``CAMERA_WIDE_CHANGE`` for the frames just after head motion (``SkipModel``: within ``RESUME_FRAMES`` of a
+folded streak's end). The head rarely stops at once: the frame after the key frame that ends a streak carries one
+frame's motion, and the camera layer fired on 3-23 % of its outputs there on seated (seed 1), below 0.25, so the
+network ran sparse against the key frame with every held-back block stale, at 0.13-0.71 of the dense MACs: 17-28 %
+of its keypoints landed more than 1 px from the dense network's. Those 11 frames in 1200 were all that set the skip
+and the dense network's keypoints apart (the rest agree to 1e-4 px), and the head trajectory with them 2.9 mm
+(docs/pose.md, stop 13)."""
 
 
 @dataclass
@@ -66,6 +78,8 @@ class Context:
     noise_margin: float = 0.0  # first-layer blocks fire above this multiple of the noise energy (0: no floor)
     noise_energy: float = 0.0  # sensor noise: mean ‖X_t − X_s‖² per input position, two frames of a still scene
     deep_scale: float = 1.0  # ε multiplier of the convolutions that do not read the camera (SkipModel.deep_scale)
+    camera_wide_change: float = CAMERA_WIDE_CHANGE  # this frame's; SkipModel lowers it just after head motion
+    camera_refreshed: bool = False  # a layer reading the camera ran dense this frame (see CAMERA_WIDE_CHANGE)
 
     def add_time(self, phase: str, since: float) -> float:
         """Charge the time since ``since`` to ``phase`` (when profiling); returns now."""
@@ -432,6 +446,9 @@ class ConvLayer(Layer):
         t = time.perf_counter()
         exact = self.eps2_block == 0.0
         broad = change is EVERYWHERE or change.numel() > self.break_even * hi * wi
+        if change is EVERYWHERE and ctx.camera_refreshed:
+            # the whole image changed: a block held back here would be as stale as those the camera layer refreshed
+            return self._refresh_dense(x, ctx, t, ho * wo, dense_macs)
         if broad and (exact or self.dense_frames_left > 0):
             # Without a threshold every changed input updates X̂, and right after the gate itself asked for a
             # refresh the next frames most likely will too: past break-even, skip the bookkeeping.
@@ -473,7 +490,7 @@ class ConvLayer(Layer):
         )
         t = ctx.add_time("mask", t)
         n = active.numel()
-        dense_above = min(self.break_even, CAMERA_WIDE_CHANGE) if self.reads_camera else self.break_even
+        dense_above = min(self.break_even, ctx.camera_wide_change) if self.reads_camera else self.break_even
         if refresh or n > dense_above * ho * wo:
             # Past break-even a dense run costs less than the sparse one, and it might as well read the true input
             # everywhere: the same MACs, and no block the gate held back stays stale (under head motion those held
@@ -510,6 +527,8 @@ class ConvLayer(Layer):
     def _refresh_dense(self, x: Layer, ctx: Context, since: float, active: int, dense_macs: int) -> Positions:
         """X̂ = X everywhere and a dense run, recorded with ``active`` outputs; every output changed."""
         self._refresh(x, ctx)
+        if self.reads_camera:
+            ctx.camera_refreshed = True
         ctx.add_time("dense", since)
         self._record(Path.DENSE, active, dense_macs, dense_macs)
         self.stats.updated_inputs = x.size[0] * x.size[1]
