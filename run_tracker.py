@@ -206,7 +206,7 @@ def live_capture_ns(frame: Frame, source, period_ns: int | None) -> int | None:
     ``Pacer.capture_ns`` does) when it is more than ``MAX_AGE_PERIODS`` periods old and a newer frame is already
     waiting. A tracker slower than the camera then tracks the newest frame instead of working through the queue's
     stale ones, each published pose older than the last, until the queue overflows into gaps that break the
-    motion prior. The last frame there is is never dropped."""
+    motion prior. The newest frame is never dropped."""
     now = time.monotonic_ns()
     stale = period_ns is not None and now - frame.t_ns > MAX_AGE_PERIODS * period_ns
     if stale and source.newer_frame_waiting():

@@ -551,10 +551,11 @@ CHECKS: dict[str, tuple[Check, ...]] = {
               lambda d: f"joints a camera saw: {fmt(dig(d, 'hand_mpjpe_tracked_mm'), '{:.1f}')} mm"),
         Check(NETWORK_POSE_JOB, "seated head position, skip vs dense network (median)",
               lambda d: dig(d, "skip_vs_dense_mm", "median"), "{:.2f} mm", ("≤", 2.0),
-              lambda d: f"p95 {fmt(dig(d, 'skip_vs_dense_mm', 'p95'), '{:.1f}')} mm"),
+              lambda d: f"p95 {fmt(dig(d, 'skip_vs_dense_mm', 'p95'), '{:.2f}')} mm; more seeds: "
+                        "benchmarks/skip_vs_dense.py"),
         Check(NETWORK_POSE_JOB, "seated head position, skip vs dense network, always-full cascade (median)",
               lambda d: dig(d, "skip_vs_dense_no_exit_mm", "median"), "{:.2f} mm", None,
-              lambda d: "early exit's gates flip on keypoint changes of 0.01 px: benchmarks/pose_sensitivity.py"),
+              lambda d: "the cascade's response to keypoint changes of 0.001-0.01 px: benchmarks/pose_sensitivity.py"),
         *early_exit_checks("seated (network keypoints)", NETWORK_POSE_JOB),
         Check(NETWORK_POSE_BF16_JOB, "seated head ATE, network keypoints, bf16 dense passes",
               lambda d: ratio(dig(d, "head_ate_m"), 1e-3), "{:.1f} mm", None,

@@ -123,6 +123,8 @@ class CameraSource(FrameSource):
     (live cameras); without it capture waits for the consumer (files). ``pair_wait_s`` is how long a left frame
     waits for its right partner (default four frame periods)."""
 
+    live_clock = True  # both timestamp modes count from a grab on the monotonic clock
+
     def __init__(
         self,
         profile: DeviceProfile,
@@ -154,8 +156,6 @@ class CameraSource(FrameSource):
         self._started = False
         self._closed = False
         self._delivered = False
-
-    live_clock = True  # both timestamp modes count from a grab on the monotonic clock
 
     def __iter__(self) -> Iterator[Frame | Gap]:
         if not self._started:
