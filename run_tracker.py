@@ -214,6 +214,17 @@ def live_capture_ns(frame: Frame, source, period_ns: int | None) -> int | None:
     return min(frame.t_ns, now)
 
 
+def report_gap(gap: Gap) -> None:
+    """Tell the user about a camera that is lost (the tracker waits for it to come back) or back after a while;
+    shorter gaps are logged by the capture thread."""
+    from hardware.capture import AWAY, LOST
+
+    if gap.reason.startswith(LOST):
+        log.warning("%s; waiting for it (Ctrl-C stops; `python -m hardware.list` lists the cameras)", gap.reason)
+    elif gap.reason == AWAY:
+        log.warning("camera back: %d frame(s) missed while it was away", gap.count)
+
+
 def camera_frames(source, pacer: Pacer, skipped: Callable[[int], None]):
     """A random-access source's frames (the synthetic world) as a camera delivers them: when the tracker comes back
     late, it gets the next frame the camera captures, and the frames captured meanwhile are counted as dropped
@@ -344,6 +355,7 @@ def run(args: argparse.Namespace, stats: RunStats | None = None) -> dict[str, ob
                 for item in camera_frames(source, pacer, skipped) if on_demand else source:
                     if isinstance(item, Gap):
                         stats.gaps += 1
+                        report_gap(item)
                         tracker.process(item)
                         outputs.gap(item)
                         continue

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 Opener = Callable[[], cv2.VideoCapture]
 
 LOST = "lost"
+AWAY = "missed while the device was away"
 WRONG_SIZE = "wrong size"
 
 
@@ -107,7 +108,7 @@ class Sequencer:
         missing = max(0, round((t_ns - self.last_t_ns) / self.period_ns) - 1)
         if not missing:
             return None
-        gap = Gap(self.next_seq, missing, t_ns, "missed while the device was away")
+        gap = Gap(self.next_seq, missing, t_ns, AWAY)
         self.next_seq += missing
         return gap
 

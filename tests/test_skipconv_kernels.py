@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import time
+from pathlib import Path
+
 import pytest
 import torch
 
-from tracking.skipconv.kernels import Backend, kernels_for, pad_output_channels
+from tracking.skipconv.kernels import Backend, _build_lock, kernels_for, pad_output_channels
 
 CPP, REF = kernels_for(Backend.CPP), kernels_for(Backend.TORCH)
 
@@ -128,3 +132,30 @@ def test_incremental_gate_matches_a_full_recompute_over_a_sequence(stride: int, 
         assert torch.allclose(states["cpp"]["energy"], states["ref"]["energy"], atol=1e-9)
         fired_frames += results["cpp"][1] > 0
     assert 0 < fired_frames < 29, "the sequence must exercise both waiting and firing"
+
+
+def _hold_build_lock(build: str) -> None:
+    with _build_lock(Path(build)):
+        time.sleep(60)
+
+
+def test_a_killed_build_does_not_block_the_next_one(tmp_path) -> None:
+    """The lock around building the C++ kernels is held while its holder lives and free the moment it is killed
+    (torch's own lock file would make the next build wait forever)."""
+    import fcntl
+
+    holder = multiprocessing.get_context("spawn").Process(target=_hold_build_lock, args=(str(tmp_path),))
+    holder.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "build.flock").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        with open(tmp_path / "build.flock", "w") as handle, pytest.raises(BlockingIOError):
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        holder.kill()
+        holder.join()
+    started = time.monotonic()
+    with _build_lock(tmp_path):
+        assert time.monotonic() - started < 1.0

@@ -13,7 +13,7 @@ import pytest
 import hardware
 from hardware import list as list_cli
 from hardware.camera import CameraSource, StereoPairer
-from hardware.capture import Grabbed, Sequencer, TimestampMode
+from hardware.capture import AWAY, Grabbed, Sequencer, TimestampMode
 from hardware.profile import DeviceProfile, StereoLayout, available_profiles, load_profile
 from skiptrack_types import Frame, Gap, SourceError
 
@@ -270,3 +270,20 @@ def test_a_slow_tracker_skips_stale_camera_frames_when_newer_ones_wait(tmp_path)
     assert captured[0][1] is None  # 0.3 s old, newer frames waiting
     assert captured[-1][1] == captured[-1][0].t_ns  # nothing newer: tracked
     assert all(ns == frame.t_ns for frame, ns in captured if ns is not None)
+
+
+def test_run_tracker_says_when_a_camera_is_lost_and_back(caplog):
+    """A camera that cannot be opened, then one back after a while: run_tracker warns with what to do and what it
+    does (waits), not only the tracker's per-frame problem."""
+    import run_tracker
+
+    source = CameraSource(profile(), [file_openers()])  # a device that never opens
+    lost = next(item for item in take(source) if isinstance(item, Gap))
+    back = Gap(5, 3, lost.t_ns, AWAY)
+    with caplog.at_level("WARNING", logger="run_tracker"):
+        run_tracker.report_gap(lost)
+        run_tracker.report_gap(back)
+    messages = [r.getMessage() for r in caplog.records if r.name == "run_tracker"]
+    assert len(messages) == 2
+    assert messages[0].startswith("lost: cannot open") and "waiting" in messages[0] and "hardware.list" in messages[0]
+    assert "3 frame(s) missed" in messages[1]

@@ -12,13 +12,15 @@ position and a call marks with its own unique ``stamp`` so nothing needs clearin
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import fcntl
 import hashlib
 import logging
 import os
 import platform
 import threading
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -337,41 +339,48 @@ def load_cpp() -> CppKernels:
 
             build = cache_dir()
             build.mkdir(parents=True, exist_ok=True)
-            _remove_stale_lock(build / "lock")
-            if any(build.glob("*.so")):
-                log.info("loading the skip-convolution C++ kernels from %s", build)
-            else:
-                log.warning(
-                    "compiling the skip-convolution C++ kernels into %s (first use only: about a minute)", build
-                )
-            try:
-                module = cpp_extension.load(
-                    name="skiptrack_skipconv_kernels",
-                    sources=[str(_SOURCE)],
-                    build_directory=str(build),
-                    extra_cflags=["-O3", "-march=native", "-fopenmp"],
-                    extra_ldflags=["-fopenmp"],
-                    verbose=False,
-                )
-            except (OSError, RuntimeError, ImportError) as exc:
-                raise ExtensionBuildError(
-                    f"could not build the skip-convolution C++ kernels in {build}: {exc}. Install a C++ compiler "
-                    "and ninja, or convert with backend=Backend.TORCH"
-                ) from exc
+            with _build_lock(build):
+                # torch's own lock file, which its builder waits on forever: every SkipTrack process builds while
+                # holding the build lock, so one found now was left by a build that was killed (Ctrl-C, a timeout)
+                (build / "lock").unlink(missing_ok=True)
+                if any(build.glob("*.so")):
+                    log.info("loading the skip-convolution C++ kernels from %s", build)
+                else:
+                    log.warning(
+                        "compiling the skip-convolution C++ kernels into %s (first use only: about a minute)", build
+                    )
+                try:
+                    module = cpp_extension.load(
+                        name="skiptrack_skipconv_kernels",
+                        sources=[str(_SOURCE)],
+                        build_directory=str(build),
+                        extra_cflags=["-O3", "-march=native", "-fopenmp"],
+                        extra_ldflags=["-fopenmp"],
+                        verbose=False,
+                    )
+                except (OSError, RuntimeError, ImportError) as exc:
+                    raise ExtensionBuildError(
+                        f"could not build the skip-convolution C++ kernels in {build}: {exc}. Install a C++ "
+                        "compiler and ninja, or convert with backend=Backend.TORCH"
+                    ) from exc
             _cpp = CppKernels(module)
     return _cpp
 
 
-def _remove_stale_lock(lock: Path, max_age_s: float = 600.0) -> None:
-    """torch's builder waits forever on the lock file of a build that was killed; a build takes about a minute,
-    so a lock older than ``max_age_s`` belongs to a dead build."""
-    try:
-        age = time.time() - lock.stat().st_mtime
-    except FileNotFoundError:
-        return
-    if age > max_age_s:
-        log.warning("removing %s, left by a build that was interrupted %.0f s ago", lock, age)
-        lock.unlink(missing_ok=True)
+@contextlib.contextmanager
+def _build_lock(build: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``build`` between processes while the kernels are built and loaded. The kernel
+    releases it when its holder dies, so a killed build never blocks the next one (torch's lock file would)."""
+    with open(build / "build.flock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("another process is building or loading the skip-convolution C++ kernels in %s: waiting", build)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def kernels_for(backend: Backend) -> Kernels:
