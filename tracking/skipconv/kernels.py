@@ -371,7 +371,14 @@ def load_cpp() -> CppKernels:
 def _build_lock(build: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``build`` between processes while the kernels are built and loaded. The kernel
     releases it when its holder dies, so a killed build never blocks the next one (torch's lock file would)."""
-    with open(build / "build.flock", "w") as handle:
+    try:
+        handle = open(build / "build.flock", "w")
+    except OSError as exc:
+        raise ExtensionBuildError(
+            f"cannot write to {build} to build the skip-convolution C++ kernels: {exc}. Set SKIPTRACK_CACHE to a "
+            "writable folder"
+        ) from exc
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
