@@ -13,10 +13,9 @@ from skiptrack_types import InvalidInputError, SkipTrackError
 from tracking.skipconv.convert import convert
 from tracking.skipconv.errors import UnsupportedOperationError
 from tracking.skipconv.kernels import Backend
-from tracking.skipconv.layers import ConvLayer
+from tracking.skipconv.layers import CAMERA_WIDE_CHANGE, CAMERA_WIDE_CHANGE_AFTER_MOTION, ConvLayer
 
 convert_module = importlib.import_module("tracking.skipconv.convert")  # the package's `convert` is the function
-layers_module = importlib.import_module("tracking.skipconv.layers")
 BACKENDS = [Backend.CPP, Backend.TORCH]
 ATOL = 1e-4
 
@@ -616,7 +615,7 @@ def test_just_after_head_motion_a_wide_change_refreshes_the_first_layer_exactly(
     """The frame after a folded streak's key frame carries the head's motion on: a change over 8 % of the first
     layer's outputs refreshes it from the true input everywhere (exact), where the same change on a still camera
     runs sparse and leaves the drift under ε stale."""
-    assert layers_module.CAMERA_WIDE_CHANGE_AFTER_MOTION < 0.08 < layers_module.CAMERA_WIDE_CHANGE
+    assert CAMERA_WIDE_CHANGE_AFTER_MOTION < 0.08 < CAMERA_WIDE_CHANGE
     torch.manual_seed(19)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1)).eval()
     gen = torch.Generator().manual_seed(20)
