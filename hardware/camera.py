@@ -164,7 +164,7 @@ class CameraSource(FrameSource):
                 thread.start()
         half_frame_ns = int(0.5e9 / self.profile.fps)
         pairer = StereoPairer(half_frame_ns, self.pair_wait_ns) if len(self._queues) == 2 else None
-        while not self._closed:
+        while self._ready or not self._closed:  # frames already taken are still delivered after close()
             if self._ready:
                 yield self._ready.popleft()
                 continue
