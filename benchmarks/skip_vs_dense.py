@@ -24,19 +24,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hardware import open_source  # noqa: E402
-from tracking.evaluate import network_keypoints, pose_difference_mm, run_metrics, run_tracker  # noqa: E402
+from tracking.evaluate import (  # noqa: E402
+    network_keypoints,
+    pose_difference_mm,
+    run_metrics,
+    run_tracker,
+    seeds_from,
+)
 from tracking.tracker import TrackerConfig  # noqa: E402
 
 MOVED_PX = 1e-4
 """A keypoint moved by more than this differs; float rounding between the two paths moves them by ~1e-5 px."""
-
-
-def seeds_from(text: str) -> list[int]:
-    """``"1-6"`` or ``"1,3,5"``."""
-    if "-" in text:
-        first, last = text.split("-")
-        return list(range(int(first), int(last) + 1))
-    return [int(s) for s in text.split(",")]
 
 
 def frames_that_differ(skip: list[tuple], dense: list[tuple], tolerance_px: float) -> dict[str, int]:

@@ -161,3 +161,35 @@ def test_aligned_pose_difference_takes_out_a_constant_offset_only():
     wobble = 0.002 * (-1.0) ** np.arange(21)  # ±2 mm from frame to frame: no rigid motion takes it out
     jitter = pose_difference_mm(run(xs, np.zeros(21)), run(xs, wobble))
     assert jitter["median_aligned"] == pytest.approx(2.0, abs=0.2)
+
+
+def test_seeds_are_read_as_a_range_or_a_list():
+    from tracking.evaluate import seeds_from
+
+    assert seeds_from("1-4") == [1, 2, 3, 4]
+    assert seeds_from("1,3,5") == [1, 3, 5]
+    assert seeds_from("7") == [7]
+    for bad in ("5-1", "one", "1-"):
+        with pytest.raises(InvalidInputError, match="seeds|first-last"):
+            seeds_from(bad)
+
+
+def test_early_exit_over_seeds_pools_the_seeds_ates(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "early_exit_seeds.py"
+    spec = importlib.util.spec_from_file_location("early_exit_seeds", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "ee.json"
+    assert bench.main(["--seeds", "1,2", "--seconds", "2", "--keypoints", "truth", "--json", str(out)]) == 0
+    d = json.loads(out.read_text())
+    assert [r["seed"] for r in d["seeds"]] == [1, 2]
+    for r in d["seeds"]:
+        assert r["ate_mm"]["exit"] > 0 and r["ate_mm"]["full"] > 0
+        assert r["ratio"] == pytest.approx(r["ate_mm"]["exit"] / r["ate_mm"]["full"], rel=1e-3)
+        assert r["refine_saving"] > 1.0, "early exit runs fewer full stages than always-full"
+    exits, fulls = ([r["ate_mm"][k] for r in d["seeds"]] for k in ("exit", "full"))
+    assert d["pooled_ratio"] == pytest.approx(sum(exits) / sum(fulls), rel=1e-3)
+    assert d["best_ratio"] <= d["median_ratio"] <= d["worst_ratio"]

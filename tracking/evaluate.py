@@ -252,6 +252,21 @@ def cover_both_cameras(frames: list) -> list:
     return out
 
 
+def seeds_from(text: str) -> list[int]:
+    """World seeds from a command line: ``"1-6"`` (a range, both ends included) or ``"1,3,5"``."""
+    try:
+        if "-" in text:
+            first, last = text.split("-")
+            seeds = list(range(int(first), int(last) + 1))
+        else:
+            seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise InvalidInputError(f"seeds must look like 1-6 or 1,3,5, got {text!r}") from None
+    if not seeds:
+        raise InvalidInputError(f"no seeds in {text!r}: a range is written first-last, with first <= last")
+    return seeds
+
+
 def network_keypoints(frames: list, skip: bool = True, precision: str = "auto") -> list[tuple]:
     """The shipped keypoint network's keypoints of every frame: the skip-convolution engine at its own threshold,
     or (``skip=False``) the same weights run densely; ``precision`` of the whole-image dense passes (as the
