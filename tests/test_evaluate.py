@@ -193,3 +193,8 @@ def test_early_exit_over_seeds_pools_the_seeds_ates(tmp_path):
     exits, fulls = ([r["ate_mm"][k] for r in d["seeds"]] for k in ("exit", "full"))
     assert d["pooled_ratio"] == pytest.approx(sum(exits) / sum(fulls), rel=1e-3)
     assert d["best_ratio"] <= d["median_ratio"] <= d["worst_ratio"]
+    # the early-exit run is the shipped tracker, hands included: their MPJPE pooled over every hand frame
+    frames = [r["hand_frames"] for r in d["seeds"]]
+    assert min(frames) > 0
+    pooled = sum(r["hand_mpjpe_mm"] * r["hand_frames"] for r in d["seeds"]) / sum(frames)
+    assert d["hand_mpjpe_mm"] == pytest.approx(pooled, abs=1e-3)

@@ -64,7 +64,9 @@ def write_fixtures(folder: Path) -> None:
         "bridge": {"medians": {"tcp": {"p50_us": 100.0, "p99_us": 200.0, "lost": 0}}},
         "early_exit_seeds_truth": {"seeds": [{"seed": 1, "ratio": 1.0}, {"seed": 2, "ratio": 1.06}],
                                    "pooled_ratio": 1.03},
-        "early_exit_seeds": {"seeds": [{"seed": 1, "ratio": 1.05}, {"seed": 2, "ratio": 0.97}], "pooled_ratio": 1.01,
+        "early_exit_seeds": {"seeds": [{"seed": 1, "ratio": 1.05, "hand_mpjpe_mm": 9.0, "hand_frames": 100},
+                                       {"seed": 2, "ratio": 0.97, "hand_mpjpe_mm": 11.0, "hand_frames": 300}],
+                             "pooled_ratio": 1.01, "hand_mpjpe_mm": 10.5,
                              "median_ratio": 1.01, "worst_ratio": 1.05, "best_ratio": 0.97, "seeds_within_2pct": 1,
                              "min_refine_saving": 2.8, "mean_ate_mm": {"exit": 5.05, "full": 5.0}},
     }  # fmt: skip
@@ -139,6 +141,7 @@ def test_pass_and_fail_follow_the_targets(built):
             "1.010×",
             "pass",
         ),
+        "seated hand MPJPE, network keypoints, pooled over held-out seeds": ("10.5 mm", "**fail**"),
         "tracker fps, skip network": ("70.0", "pass"),
         "tracker fps, dense network": ("50.0", "**fail**"),
         "latency p99, skip network": ("20.0 ms", "pass"),
@@ -146,6 +149,8 @@ def test_pass_and_fail_follow_the_targets(built):
         "latency p50, skip network": ("10.0 ms", "(no target)"),
     }
     assert {m: (rows[m][3], rows[m][4]) for m in expected} == expected
+    hands = rows["seated hand MPJPE, network keypoints, pooled over held-out seeds"][5]
+    assert hands == "seeds 1-2, every hand frame; per seed 9.0-11.0 mm (1 of 2 within 10 mm)"
 
 
 def test_failed_benchmark_is_reported_with_its_stderr_tail(built):
