@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from skiptrack_types import InvalidInputError
+from tracking.trained_file import trained_json
 
 DEFAULT_PRIOR_PATH = Path(__file__).resolve().parent.parent / "weights" / "hand_prior.json"
 MIRROR_SIGNS = np.array([-1.0, 1.0, 1.0, 1.0, -1.0])
@@ -70,20 +71,8 @@ class HandPosePrior:
     @classmethod
     def load(cls, path: Path = DEFAULT_PRIOR_PATH) -> HandPosePrior:
         """Read a prior written by ``save``; raises InvalidInputError naming what is wrong with the file."""
-        path = Path(path)
-        if not path.is_file():
-            raise InvalidInputError(
-                f"hand pose prior {path} does not exist; train one with `python -m tracking.train_hand_prior`"
-            )
-        try:
-            doc = json.loads(path.read_text())
+        with trained_json(path, "hand pose prior", "python -m tracking.train_hand_prior") as doc:
             return cls(np.array(doc["mean_rad"], float), np.array(doc["covariance_rad2"], float))
-        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-            if isinstance(exc, InvalidInputError):
-                raise
-            raise InvalidInputError(
-                f"hand pose prior {path} is corrupt ({exc}); retrain with `python -m tracking.train_hand_prior`"
-            ) from exc
 
 
 @cache

@@ -16,6 +16,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from skiptrack_types import InvalidInputError
+from tracking.trained_file import trained_json
 
 GATE_FEATURES: tuple[str, ...] = (
     "stage_failed",
@@ -98,11 +99,7 @@ class GateSet:
     @classmethod
     def load(cls, path: Path = DEFAULT_GATES_PATH) -> GateSet:
         """Read gates written by ``save``; raises InvalidInputError naming what is wrong with the file."""
-        path = Path(path)
-        if not path.is_file():
-            raise InvalidInputError(f"gate file {path} does not exist; train one with `python -m tracking.train_gates`")
-        try:
-            doc = json.loads(path.read_text())
+        with trained_json(path, "gate file", "python -m tracking.train_gates") as doc:
             if tuple(doc["features"]) != GATE_FEATURES:
                 raise InvalidInputError(
                     f"gate file {path} was trained on features {doc['features']}, this code uses {list(GATE_FEATURES)}"
@@ -113,9 +110,3 @@ class GateSet:
                 for k, g in doc["gates"].items()
             }
             return cls(gates, float(doc["threshold"]), float(doc["tau_m"]), float(doc["tau_deg"]))
-        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-            if isinstance(exc, InvalidInputError):
-                raise
-            raise InvalidInputError(
-                f"gate file {path} is corrupt ({exc}); retrain with `python -m tracking.train_gates`"
-            ) from exc
