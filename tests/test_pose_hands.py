@@ -267,7 +267,7 @@ def test_a_finger_never_seen_keeps_its_bone_lengths_and_flexes_with_its_neighbou
     for k in range(120):
         joints, observed = model.update(_observe(rig, _grab(k / 60), visible))
         bones = np.linalg.norm(np.diff(joints[CHAINS[4]], axis=0), axis=1)
-        # beyond its (triangulated, published as seen) knuckle the finger is the model's, at the model's lengths
+        # beyond its (triangulated, flagged as seen) knuckle the finger is the model's, at its learned lengths
         np.testing.assert_allclose(bones[1:], model.bone_lengths[4, 1:], atol=1e-9)
         learned = model.bone_lengths[4].copy() if learned is None else learned
         np.testing.assert_array_equal(model.bone_lengths[4, 1:], learned[1:])  # never seen, never relearned
