@@ -77,3 +77,16 @@ def test_the_command_writes_a_prior_the_model_reads(tmp_path) -> None:
     assert json.loads(out.read_text())["about"]["poses"] == 150
     HandModel("left", prior=HandPosePrior.load(out))  # a usable prior for either hand
     assert train_hand_prior.main(["--poses", "10", "--out", str(out)]) == 2
+
+
+def test_a_tracker_with_a_corrupt_prior_file_fails_when_made_not_at_the_first_hand(tmp_path, monkeypatch) -> None:
+    from pose_scene import make_rig
+
+    import tracking.hand_tracker as hand_tracker
+    from tracking.tracker import Tracker, TrackerConfig
+
+    corrupt = tmp_path / "hand_prior.json"
+    corrupt.write_text('{"mean_rad": [1, 2]}')
+    monkeypatch.setattr(hand_tracker, "default_prior", lambda: HandPosePrior.load(corrupt))
+    with pytest.raises(InvalidInputError, match="train_hand_prior"):
+        Tracker(make_rig(), TrackerConfig(hand_process=False))

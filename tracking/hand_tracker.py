@@ -16,6 +16,7 @@ from skiptrack_types import HAND_SIDES, InvalidInputError, StereoRig
 from tracking.filter import OneEuroConfig, OneEuroFilter
 from tracking.keypoints import DESCRIPTOR_DIM, HandKeypoints, Keypoints
 from tracking.pose.hand_model import HandModel
+from tracking.pose.hand_prior import default_prior
 from tracking.pose.hands import HandConfig, hand_joint_frames, hand_radii, observe_hand, pair_hands
 
 
@@ -66,6 +67,7 @@ class HandTracker:
         self.rig = rig
         self.config = config
         self.filter_config = filter_config
+        self._prior = default_prior()  # a missing or corrupt prior file fails here, not when a hand first shows
         self._models: dict[str, HandModel] = {}
         self._filters: dict[str, OneEuroFilter] = {}
 
@@ -79,7 +81,7 @@ class HandTracker:
         for side, left, right in pairs:
             observation = observe_hand(left, right, self.rig, self.config, rectified)
             if side not in self._models:
-                self._models[side] = HandModel(side)
+                self._models[side] = HandModel(side, self._prior)
             fitted = self._models[side].update(observation) if observation is not None else None
             if fitted is None:
                 continue
