@@ -43,7 +43,7 @@ def test_a_bad_prior_file_is_refused_with_the_command_that_makes_one(tmp_path) -
         HandPosePrior.load(corrupt)
     short = tmp_path / "short.json"
     short.write_text(json.dumps({"mean_rad": [[0.0] * 5] * 4, "covariance_rad2": np.eye(25).tolist()}))
-    with pytest.raises(InvalidInputError, match=r"\(5, 5\) mean"):
+    with pytest.raises(InvalidInputError, match=r"short\.json: a hand pose prior needs a \(5, 5\) mean"):
         HandPosePrior.load(short)
     singular = tmp_path / "singular.json"
     singular.write_text(json.dumps({"mean_rad": [[0.0] * 5] * 5, "covariance_rad2": np.zeros((25, 25)).tolist()}))

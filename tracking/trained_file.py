@@ -23,7 +23,9 @@ def trained_json(path: Path, what: str, command: str) -> Iterator[dict]:
         raise InvalidInputError(f"{what} {path} does not exist; train one with `{command}`")
     try:
         yield json.loads(path.read_text())
-    except InvalidInputError:
-        raise
+    except InvalidInputError as exc:  # the reader's own check: say which file
+        if str(path) in str(exc):
+            raise
+        raise InvalidInputError(f"{what} {path}: {exc}") from exc
     except (KeyError, IndexError, TypeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
         raise InvalidInputError(f"{what} {path} is corrupt ({exc}); retrain with `{command}`") from exc

@@ -26,6 +26,7 @@ from skiptrack_types import InvalidInputError
 from tracking.trained_file import trained_json
 
 DEFAULT_PRIOR_PATH = Path(__file__).resolve().parent.parent / "weights" / "hand_prior.json"
+TRAIN_COMMAND = "python -m tracking.train_hand_prior"
 MIRROR_SIGNS = np.array([-1.0, 1.0, 1.0, 1.0, -1.0])
 """Per chain angle (abduction, MCP, PIP, DIP flexion, twist): its sign on a left hand against a right one."""
 
@@ -42,12 +43,14 @@ class HandPosePrior:
         if self.mean.shape != (5, 5) or self.covariance.shape != (25, 25):
             raise InvalidInputError(
                 f"a hand pose prior needs a (5, 5) mean and a (25, 25) covariance, got {self.mean.shape} and "
-                f"{self.covariance.shape}; retrain with `python -m tracking.train_hand_prior`"
+                f"{self.covariance.shape}; retrain with `{TRAIN_COMMAND}`"
             )
         if not (np.isfinite(self.mean).all() and np.isfinite(self.covariance).all()):
-            raise InvalidInputError("the hand pose prior holds NaN or infinite values; retrain it")
+            raise InvalidInputError(f"the hand pose prior holds NaN or infinite values; retrain with `{TRAIN_COMMAND}`")
         if not np.allclose(self.covariance, self.covariance.T) or np.linalg.eigvalsh(self.covariance)[0] <= 0:
-            raise InvalidInputError("the hand pose prior's covariance is not symmetric positive definite; retrain it")
+            raise InvalidInputError(
+                f"the hand pose prior's covariance is not symmetric positive definite; retrain with `{TRAIN_COMMAND}`"
+            )
 
     @classmethod
     def fit(cls, angles: np.ndarray, floor_rad: float) -> HandPosePrior:
@@ -71,7 +74,7 @@ class HandPosePrior:
     @classmethod
     def load(cls, path: Path = DEFAULT_PRIOR_PATH) -> HandPosePrior:
         """Read a prior written by ``save``; raises InvalidInputError naming what is wrong with the file."""
-        with trained_json(path, "hand pose prior", "python -m tracking.train_hand_prior") as doc:
+        with trained_json(path, "hand pose prior", TRAIN_COMMAND) as doc:
             return cls(np.array(doc["mean_rad"], float), np.array(doc["covariance_rad2"], float))
 
 
