@@ -5,7 +5,8 @@ relaxed, fist, pinch, point; Dirichlet weights) with every joint angle then move
 default) and clipped to the joint limits, so that the prior knows the grips and not only the scripted motions.
 Each pose is shown to a ``HandModel`` (without a prior) as a perfect observation, every joint seen by two
 cameras, and the angles it fits are the samples: the prior lives in the model's own angles, whatever the
-synthetic hand's parametrisation. Writes tracking/weights/hand_prior.json (``HandPosePrior``): about 11 s on this 2-core machine.
+synthetic hand's parametrisation. Writes tracking/weights/hand_prior.json (``HandPosePrior``): about 11 s on
+this 2-core machine.
 """
 
 from __future__ import annotations

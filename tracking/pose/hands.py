@@ -242,12 +242,13 @@ def observe_hand(
     return HandObservation(points, both, origins, ray_dirs, seen, noise_var, config.keypoint_sigma_px / focal)
 
 
-def _behind_surface(right_x: np.ndarray, left_x: np.ndarray, refined: np.ndarray, focal_baseline: float,
+def _behind_surface(right_x: np.ndarray, left_x: np.ndarray, behind: np.ndarray, focal_baseline: float,
                     depth_m: float) -> np.ndarray:  # fmt: skip
-    """Right rectified columns (N,) moved so that the ``refined`` joints triangulate ``depth_m`` further away
-    (``HandConfig.surface_depth_m``); ``focal_baseline`` is the rectified focal length (px) times the baseline (m)."""
+    """Right rectified columns (N,), those where ``behind`` (N,) bool moved so that their joints triangulate
+    ``depth_m`` further away (``HandConfig.surface_depth_m``); ``focal_baseline`` is the rectified focal length
+    (px) times the baseline (m)."""
     depth = focal_baseline / np.maximum(left_x - right_x, 1e-3) + depth_m
-    return np.where(refined, left_x - focal_baseline / depth, right_x)
+    return np.where(behind, left_x - focal_baseline / depth, right_x)
 
 
 def refine_disparity(
