@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hardware import open_source  # noqa: E402
-from tracking.evaluate import network_keypoints, run_metrics, run_tracker, seeds_from  # noqa: E402
+from tracking.evaluate import emit_json, network_keypoints, run_metrics, run_tracker, seeds_from  # noqa: E402
 from tracking.tracker import TrackerConfig  # noqa: E402
 
 
@@ -101,10 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": results,
         **summary(results),
     }
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit_json(out, args.json)
     return 0
 
 

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hardware import open_source  # noqa: E402
-from tracking.evaluate import network_keypoints, pose_difference_mm, run_tracker  # noqa: E402
+from tracking.evaluate import emit_json, network_keypoints, pose_difference_mm, run_tracker  # noqa: E402
 from tracking.tracker import TrackerConfig  # noqa: E402
 
 
@@ -71,10 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             print(mode, name, json.dumps(results[mode][name]), flush=True)
     out = {"benchmark": "pose_sensitivity", "scenario": args.scenario, "seed": args.seed, "seconds": args.seconds,
            "precision": args.precision, "reference": "dense network keypoints", "vs_reference_mm": results}  # fmt: skip
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit_json(out, args.json)
     return 0
 
 

@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from hardware import open_source  # noqa: E402
 from tracking.evaluate import (  # noqa: E402
+    emit_json,
     network_keypoints,
     pose_difference_mm,
     run_metrics,
@@ -97,10 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_median_mm": max(medians),
         "seeds": results,
     }
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit_json(out, args.json)
     return 0
 
 

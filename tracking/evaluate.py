@@ -298,6 +298,15 @@ def pose_difference_mm(a: Run, b: Run) -> dict[str, float]:
             "median_aligned": aligned, "frames": len(diffs)}  # fmt: skip
 
 
+def emit_json(data: dict, path: Path | None, indent: int = 2) -> None:
+    """Print ``data`` as JSON and, given a ``path``, write the same text there: how the evaluation commands and the
+    benchmarks built on them end."""
+    text = json.dumps(data, indent=indent)
+    print(text)
+    if path is not None:
+        path.write_text(text + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tracking.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", required=True, help="source URI, e.g. synthetic:seated")

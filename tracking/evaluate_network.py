@@ -16,7 +16,6 @@ this process (``*_cpu_ms``, ``net_speedup_cpu``), which other processes on a sha
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -30,6 +29,7 @@ from threadpoolctl import threadpool_limits
 
 from hardware import open_source
 from skiptrack_types import Frame, Gap
+from tracking.evaluate import emit_json
 from tracking.keypoints import Keypoints
 from tracking.network import metrics
 from tracking.network.api import GATE_FILE, GateSettings, KeypointModel, load_weights
@@ -223,10 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     result = evaluate_network(args.source, args.seed, args.seconds, args.dense, args.threshold, args.start)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit_json(result, args.json, indent=1)
     return 0
 
 
