@@ -112,13 +112,16 @@ class HandModel:
         """``prior``: the pose prior (``hand_prior.py``); "default" reads the shipped one, None fits without (for
         training one)."""
         self.side = side
-        self._prior = default_prior() if prior == "default" else prior
-        self._prior_terms = None if self._prior is None else self._prior.for_side(side)  # (mean (25,), whitening)
-        if self._prior_terms is None:
+        prior = default_prior() if prior == "default" else prior
+        # the fit's prior residual W @ (angles - mean) and its derivatives by the 31 parameters, made once
+        self._prior_terms: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        if prior is None:
             self._rest_angles = np.zeros((5, 5))
             self._rest_angles[FINGERS, 1:4] = RELAXED_FLEXION
         else:
-            self._rest_angles = self._prior_terms[0].reshape(5, 5)
+            mean, whitening = prior.for_side(side)
+            self._prior_terms = (mean, whitening, np.concatenate([np.zeros((25, 6)), whitening], axis=1))
+            self._rest_angles = mean.reshape(5, 5)
         self._template = hand_template(side)
         self._rest, self._side_dir = _rest_frames(self._template)
         self._palm_local: np.ndarray | None = None  # (21, 3), only PALM rows used
@@ -449,9 +452,9 @@ class _HandProblem:
         residuals = [rays, turn, shift, angle_res.ravel()]
         jacobian = [d_rays, _D_POSE, d_angles.reshape(40, 31)]
         if self.prior is not None:
-            mean, whitening = self.prior
+            mean, whitening, d_prior = self.prior
             residuals.append(whitening @ (x[6:] - mean))
-            jacobian.append(np.concatenate([np.zeros((25, 6)), whitening], axis=1))
+            jacobian.append(d_prior)
         return np.concatenate(residuals), np.concatenate(jacobian)
 
     def solve(self, angles: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
