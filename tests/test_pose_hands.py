@@ -277,6 +277,27 @@ def test_a_finger_never_seen_keeps_its_bone_lengths_and_flexes_with_its_neighbou
     assert np.mean(tips) < 0.025
 
 
+def test_a_finger_hidden_while_the_hand_closes_curls_as_the_prior_couples_it_to_the_seen_ones():
+    from pose_scene import make_rig
+
+    from tracking.pose.hand_model import HandModel
+
+    rig = make_rig()
+    hidden = np.ones((2, 21), bool)
+    hidden[:, 14:17] = False  # the ring finger beyond its knuckle, once the hand starts closing
+    tip_errors = {}
+    for prior in ("default", None):
+        model = HandModel("right", prior=prior)
+        errors = []
+        for k in range(90):
+            joints, _ = model.update(_observe(rig, _grab(k / 60), np.ones((2, 21), bool) if k < 10 else hidden))
+            errors.append(np.linalg.norm(joints[16] - _grab(k / 60)[16]))
+        tip_errors[prior] = np.array(errors)
+    assert np.linalg.norm(_grab(1.5)[16] - _grab(0.0)[16]) > 0.07  # the hidden tip travels 8 cm
+    assert tip_errors["default"].max() < 0.008  # it follows the prior's conditional mean given the others
+    assert tip_errors[None][-30:].min() > 0.05  # without a prior a hidden finger keeps its angles
+
+
 def test_a_knuckle_never_seen_moves_rigidly_with_the_palm():
     from pose_scene import make_rig
     from scipy.spatial.transform import Rotation
