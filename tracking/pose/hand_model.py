@@ -47,7 +47,7 @@ RELAXED_FLEXION = np.radians([15.0, 25.0, 15.0])
 """Relative flexion (MCP, PIP, DIP) of a relaxed finger: the guess for a finger never seen, without a prior."""
 FLEXION_LIMITS = np.radians([[-30.0, -10.0, -10.0], [100.0, 120.0, 95.0]])
 """Anatomical range of relative flexion per bone (MCP, PIP, DIP), generous."""
-NEIGHBOUR_PULL = 0.05
+HIDDEN_FINGER_DRIFT = 0.05
 """Per frame, the fraction by which an unseen finger's angles move towards the prior's conditional mean given the
 seen chains (seated training seeds 100 and 101, network keypoints, head frame: 0.02 7.81 mm, 0.05 7.80, 0.1 7.86,
 0.2 7.94)."""
@@ -188,7 +188,7 @@ class HandModel:
         joints[PALM] = self._palm_local[PALM]
         joints[CHAINS[:, 1:]] = _chain_points(joints[CHAINS[:, 0]], self._rest, self._side_dir, self._lengths,
                                               self._angles)  # fmt: skip
-        self._follow_neighbours(chain_seen, joints)
+        self._move_hidden_fingers(chain_seen, joints)
         self._learn_lengths(obs)
         self._has_pose = True
         self._fitted += 1
@@ -273,7 +273,7 @@ class HandModel:
         starts = np.concatenate([self._angles[None], _curl_starts(self._angles)], axis=0)  # (S, 5, 5)
         return starts[np.argmin(problem.cost(starts), axis=0), np.arange(5)]
 
-    def _follow_neighbours(self, chain_seen: np.ndarray, joints: np.ndarray) -> None:
+    def _move_hidden_fingers(self, chain_seen: np.ndarray, joints: np.ndarray) -> None:
         """Fingers seen in no joint take the change of the prior's conditional mean given the other chains (how
         the prior says they move when the seen ones do) and drift towards that mean; a finger never seen takes it
         outright. The drift keeps one stray sighting from bending a finger for good. Without a prior (training
@@ -291,7 +291,7 @@ class HandModel:
         now = self._conditional_mean(self._angles, given)
         before = self._conditional_mean(self._previous_angles, given)
         followed = self._previous_angles[unseen] + now - before
-        followed += NEIGHBOUR_PULL * (now - followed)
+        followed += HIDDEN_FINGER_DRIFT * (now - followed)
         never = ~self._finger_seen_ever[unseen]
         followed[never] = now[never]
         followed[:, 1:4] = np.clip(followed[:, 1:4], FLEXION_LIMITS[0], FLEXION_LIMITS[1])
