@@ -117,6 +117,7 @@ class HandModel:
         # the fit's prior residual W @ (angles - mean) and its derivatives by the 31 parameters, made once
         self._prior_terms: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._prior_precision: np.ndarray | None = None  # (25, 25) rad^-2
+        self._regressions: dict[bytes, np.ndarray] = {}  # per pattern of hidden chains, see _conditional_mean
         if prior is None:
             self._rest_angles = np.zeros((5, 5))
             self._rest_angles[FINGERS, 1:4] = RELAXED_FLEXION
@@ -302,15 +303,18 @@ class HandModel:
         )  # fmt: skip
 
     def _conditional_mean(self, angles: np.ndarray, given: np.ndarray) -> np.ndarray:
-        """The prior's mean angles (k, 5) of the chains not ``given`` (5,) bool, given the others' ``angles``."""
+        """The prior's mean angles (k, 5) of the chains not ``given`` (5,) bool, given the others' ``angles``:
+        mean_free - inv(P_free,free) P_free,known (angles_known - mean_known) for the prior's precision P (the
+        regression matrix made once per pattern of hidden chains)."""
         mean = self._prior_terms[0]
         known = np.repeat(given, 5)
-        free = ~known
-        precision = self._prior_precision
-        shift = np.linalg.solve(
-            precision[np.ix_(free, free)], precision[np.ix_(free, known)] @ (angles.ravel()[known] - mean[known])
-        )
-        return (mean[free] - shift).reshape(-1, 5)
+        key = given.tobytes()
+        if key not in self._regressions:
+            free = ~known
+            precision = self._prior_precision
+            self._regressions[key] = np.linalg.solve(precision[np.ix_(free, free)], precision[np.ix_(free, known)])
+        shift = self._regressions[key] @ (angles.ravel()[known] - mean[known])
+        return (mean[~known] - shift).reshape(-1, 5)
 
     def _learn_lengths(self, obs: HandObservation) -> None:
         """Bone lengths from bones whose two ends both triangulated this frame. Triangulation noise lengthens a
