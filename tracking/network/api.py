@@ -23,6 +23,7 @@ from skiptrack_types import InvalidInputError, SkipTrackError
 from tracking.heap import keep_freed_memory
 from tracking.keypoints import Keypoints
 from tracking.network.decode import DecodeConfig, decode
+from tracking.network.low_light import LowLight
 from tracking.network.model import KeypointNet, count_macs, to_input
 from tracking.skipconv.convert import PRECISIONS, SkipModel, convert
 
@@ -84,7 +85,8 @@ class KeypointModel:
 
     Keeps state between frames (the skip layers' references): use one instance per camera, call ``reset()`` at a
     scene cut. ``stats()`` gives the engine's counts for the last frame. ``precision`` ("fp32", "bf16" or
-    "auto") is that of the whole-model dense passes (``SkipModel.precision``).
+    "auto") is that of the whole-model dense passes (``SkipModel.precision``). ``low_light``: a dark image is
+    smoothed and brightened first (``tracking.network.low_light``; an image in normal light goes in as it is).
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class KeypointModel:
         noise_margin: float = 0.0,
         deep_scale: float = 1.0,
         precision: str = "fp32",
+        low_light: bool = True,
     ) -> None:
         keep_freed_memory()  # every frame allocates the same feature maps: keep them mapped (tracking.heap)
         self.engine: SkipModel = convert(
@@ -111,6 +114,7 @@ class KeypointModel:
         self._size: tuple[int, int] | None = None
         self.last_network_s = 0.0
         self.last_network_cpu_s = 0.0
+        self.low_light = LowLight() if low_light else None
 
     @property
     def threshold(self) -> float:
@@ -127,7 +131,7 @@ class KeypointModel:
         CPU time of this process meanwhile (all threads; less disturbed by other processes)."""
         check_image(image)
         self._size = (image.shape[1], image.shape[0])
-        x = to_input(image)
+        x = to_input(image if self.low_light is None else self.low_light.condition(image))
         t0, cpu0 = time.perf_counter(), time.process_time()
         outputs = self.engine(x)
         self.last_network_s = time.perf_counter() - t0
