@@ -17,8 +17,12 @@ light has a frame below ``DARK_MEAN``, so there nothing changes.
 
 from __future__ import annotations
 
+import logging
+
 import cv2
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 COVERED_MEAN = 12.0
 """Mean grey level below which the camera sees nothing (a covered lens): the image is left alone, not amplified."""
@@ -52,8 +56,14 @@ class LowLight:
             return image
         if self.active and mean > BRIGHT_MEAN:
             self.active, self.gain = False, 1.0
+            log.info(
+                "normal light again (image mean %.0f grey levels): the network sees the camera image as it is", mean
+            )
         elif not self.active and mean < DARK_MEAN:
             self.active = True
+            log.info(
+                "low light (image mean %.0f grey levels): the network sees the image smoothed and brightened", mean
+            )
         if not self.active:
             return image
         wanted = TARGET_MEAN / max(mean, 1.0)
