@@ -63,7 +63,26 @@ def test_in_a_dim_room_the_skip_network_finds_the_landmarks_only_with_the_condit
             hits = [(landmark_ids(model.infer(f.images[0]).points_px, f.truth, 0, 2.0) >= 0).sum() for f in frames]
             found[name, conditioned] = float(np.mean(hits[10:]))
     # unconditioned, the skip engine finds half the dense network's landmarks (over 20 s of this scenario the
-    # head was then tracked on 5 % of the frames); conditioned, nearly as many
+    # head was then tracked on 5 % of the frames); conditioned (its gate then exact), as many
     assert found["skip", False] < 0.6 * found["dense", False]
     assert found["skip", True] > 1.5 * found["skip", False]
     assert found["skip", True] > 0.7 * found["dense", True]
+
+
+def test_in_low_light_the_skip_gate_runs_exact_and_takes_its_threshold_back_in_normal_light():
+    from tracking.network import load_default
+    from tracking.network.metrics import agreement
+
+    skip, dense = load_default(skip=True), load_default(skip=False)
+    shipped = skip.threshold
+    assert shipped > 0
+    agree = total = 0
+    for frame in open_synthetic("dark", seconds=0.5, seed=1):
+        a, t = agreement(dense.infer(frame.images[0]), skip.infer(frame.images[0]))
+        agree, total = agree + a, total + t
+        assert skip.engine.threshold == 0.0 and skip.threshold == shipped
+    # the gate cannot tell head motion from sensor noise in the dark: exact, the skip model is the dense one
+    assert agree / total > 0.99
+    for frame in open_synthetic("seated", seconds=0.1, seed=1):
+        skip.infer(frame.images[0])
+    assert not skip.low_light.active and skip.engine.threshold == shipped

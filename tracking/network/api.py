@@ -115,15 +115,35 @@ class KeypointModel:
         self.last_network_s = 0.0
         self.last_network_cpu_s = 0.0
         self.low_light = LowLight() if low_light else None
+        self._threshold = float(threshold)
+        self._exact = False  # the gate set to ε 0 for low light (_condition)
 
     @property
     def threshold(self) -> float:
-        """The gate's global ε (see ``SkipModel.threshold``); settable, takes effect from the next frame."""
-        return self.engine.threshold
+        """The gate's global ε (see ``SkipModel.threshold``); settable, takes effect from the next frame (in low
+        light the engine runs at 0, exact, and takes this value back when the light returns)."""
+        return self._threshold
 
     @threshold.setter
     def threshold(self, value: float) -> None:
-        self.engine.threshold = value
+        self.engine.threshold = value  # checks it
+        self._threshold = float(value)
+        if self._exact:
+            self.engine.threshold = 0.0
+
+    def _condition(self, image: np.ndarray) -> np.ndarray:
+        """``image`` as the network should see it (``low_light``). While it is conditioned the skip engine's gate
+        runs exact (ε 0): in a dark image sensor noise is as large as the change head motion makes, and the gate
+        cannot tell them apart (at the shipped ε the skip network's head poses were 50-90 mm from the dense
+        network's on the synthetic ``dark`` scenario); each switch starts from a key frame."""
+        if self.low_light is None:
+            return image
+        conditioned = self.low_light.condition(image)
+        if self.skip and self.low_light.active != self._exact:
+            self._exact = self.low_light.active
+            self.engine.threshold = 0.0 if self._exact else self._threshold
+            self.engine.reset()
+        return conditioned
 
     def run(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The raw outputs (scene (17, h, w), descriptors (D, h, w), hands (42, h, w)) for ``image`` (H, W) uint8;
@@ -131,7 +151,7 @@ class KeypointModel:
         CPU time of this process meanwhile (all threads; less disturbed by other processes)."""
         check_image(image)
         self._size = (image.shape[1], image.shape[0])
-        x = to_input(image if self.low_light is None else self.low_light.condition(image))
+        x = to_input(self._condition(image))
         t0, cpu0 = time.perf_counter(), time.process_time()
         outputs = self.engine(x)
         self.last_network_s = time.perf_counter() - t0

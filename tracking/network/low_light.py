@@ -6,8 +6,9 @@ contrast left: the synthetic ``dark`` scenario (22 % light, read noise 6 grey le
 against 112 seated. There the dense network still tracked the head (14.6 mm ATE, seed 1), but the skip-convolution
 engine's keypoints on landmarks fell to half the dense network's, and the tracker with it lost the head on 95 % of
 the frames. A Gaussian blur of ``BLUR_SIGMA_PX`` takes the noise down towards what the network was trained on, and a
-gain brings the mean back towards ``TARGET_MEAN``: the skip engine then finds nearly as many landmarks as the dense
-network and the head is tracked on every frame (docs/network.md, "Low light").
+gain brings the mean back towards ``TARGET_MEAN``; ``KeypointModel`` also runs the skip gate exact meanwhile (in
+the dark, noise is as large as the change head motion makes). The head is then tracked on every frame at the dense
+network's accuracy (docs/network.md, "Low light").
 
 The gain moves in steps of ``GAIN_STEP`` and only when the brightness has drifted ``GAIN_HYSTERESIS`` from what the
 current gain was set for, and the mode switches with hysteresis too: a gain that changed every frame would change
@@ -33,8 +34,8 @@ BRIGHT_MEAN = 75.0
 TARGET_MEAN = 100.0
 """Mean grey level the gain aims for."""
 BLUR_SIGMA_PX = 1.0
-"""Gaussian blur of a dark image (σ 0.7 px left the head lost on `dark`; 1.0 and 1.2 tracked every frame, 1.5 was
-less accurate)."""
+"""Gaussian blur of a dark image (on `dark` seed 1 with the skip gate at its shipped ε: σ 0.7 px left the head lost,
+1.0 and 1.2 tracked every frame, 1.5 was less accurate)."""
 GAIN_STEP = 0.25
 MAX_GAIN = 6.0
 GAIN_HYSTERESIS = 0.15
