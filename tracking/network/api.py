@@ -86,7 +86,8 @@ class KeypointModel:
     Keeps state between frames (the skip layers' references): use one instance per camera, call ``reset()`` at a
     scene cut. ``stats()`` gives the engine's counts for the last frame. ``precision`` ("fp32", "bf16" or
     "auto") is that of the whole-model dense passes (``SkipModel.precision``). ``low_light``: a dark image is
-    smoothed and brightened first (``tracking.network.low_light``; an image in normal light goes in as it is).
+    smoothed and brightened first, and a skip model's gate runs exact meanwhile (``tracking.network.low_light``; an
+    image in normal light goes in as it is).
     """
 
     def __init__(
