@@ -463,14 +463,18 @@ def e2e(mode: str, key: str) -> Callable[[dict], object]:
     return lambda data: dig(data, "scenarios", E2E_SCENARIO, mode, key)
 
 
-def early_exit_checks(scenario: str, job: str | None = None) -> tuple[Check, Check]:
-    """Issue 5: early exit saves ≥ 2.5× refinement compute with ATE no more than 2% worse than always-full."""
+def early_exit_checks(scenario: str, job: str | None = None, pooled: bool = False) -> tuple[Check, Check]:
+    """Issue 5: early exit saves ≥ 2.5× refinement compute with ATE no more than 2% worse than always-full.
+    ``pooled``: the scenario has a row pooled over held-out seeds (``early_exit_seeds_check``), which carries the
+    ATE target; this one seed's ratio is shown beside it (one seed's ratio is mostly chance, docs/pose.md, stop 14)."""
     job = job or f"pose_{scenario}"
+    note = (lambda d: "one seed: the target is on the row pooled over held-out seeds") if pooled else None
     return (
         Check(job, f"{scenario} refinement compute saved by early exit", lambda d: dig(d, "refine_saving"), "{:.2f}×",
               ("≥", 2.5), lambda d: f"exit stages {stage_mix(dig(d, 'exit_stage_hist'))}"),
         Check(job, f"{scenario} ATE with early exit, multiple of always-full",
-              lambda d: ratio(dig(d, "head_ate_m"), dig(d, "no_exit", "head_ate_m")), "{:.3f}×", ("≤", 1.02)),
+              lambda d: ratio(dig(d, "head_ate_m"), dig(d, "no_exit", "head_ate_m")), "{:.3f}×",
+              None if pooled else ("≤", 1.02), note),
     )  # fmt: skip
 
 
@@ -581,7 +585,7 @@ CHECKS: dict[str, tuple[Check, ...]] = {
               ("≤", 10.0), lambda d: f"joints both cameras see: {fmt(dig(d, 'hand_mpjpe_tracked_mm'), '{:.1f}')} mm"),
         Check("pose_look_around", "look_around head ATE", lambda d: ratio(dig(d, "head_ate_m"), 1e-3), "{:.1f} mm",
               ("≤", 20.0)),
-        *(check for scenario in POSE_SCENARIOS for check in early_exit_checks(scenario)),
+        *(check for scenario in POSE_SCENARIOS for check in early_exit_checks(scenario, pooled=scenario == "seated")),
         early_exit_seeds_check("truth"),
         Check(NETWORK_POSE_JOB, "seated head ATE, network keypoints", lambda d: ratio(dig(d, "head_ate_m"), 1e-3),
               "{:.1f} mm", ("≤", 10.0), lambda d: f"{fmt(dig(d, 'head_ate_deg'), '{:.2f}')}°"),
@@ -595,7 +599,7 @@ CHECKS: dict[str, tuple[Check, ...]] = {
         Check(NETWORK_POSE_JOB, "seated head position, skip vs dense network, always-full cascade (median)",
               lambda d: dig(d, "skip_vs_dense_no_exit_mm", "median"), "{:.2f} mm", None,
               lambda d: "the cascade's response to keypoint changes of 0.001-0.01 px: benchmarks/pose_sensitivity.py"),
-        *early_exit_checks("seated (network keypoints)", NETWORK_POSE_JOB),
+        *early_exit_checks("seated (network keypoints)", NETWORK_POSE_JOB, pooled=True),
         early_exit_seeds_check("network"),
         Check(EARLY_EXIT_SEEDS_JOBS["network"], "seated hand MPJPE, network keypoints, pooled over held-out seeds",
               lambda d: dig(d, "hand_mpjpe_mm"), "{:.1f} mm", ("≤", 10.0), hand_seeds_note),

@@ -2,15 +2,15 @@
 
 Stages of increasing cost (``ExitStage``): 0 predict from the gyro and the motion model; 1 guided tracking of the
 landmarks predicted in view (tight search window, LM from the prediction, no RANSAC; its map update refines the
-matched landmarks every ``track_map_every`` frames, and adds keypoints unlike any landmark in view only in a new
-view: near known views the map grows at the full stage); 2 full frame-to-map matching + RANSAC PnP + LM and the
-map update (new landmarks, keyframes); 3 relocalize against keyframes. After stages 0 and 1 a learned gate
-(tracking.refine.gates) decides whether to stop. Hard rules keep the map alive whatever the gates say: a full
-stage at least every ``max_since_full_s``, and whenever tracking found fewer than ``min_tracked`` landmarks or
-explained clearly fewer keypoints than it did on its first frame after the last full stage (less than
-``min_matched_ratio`` of that: a new view the map must grow into). The rule is relative because detectors differ:
-truth keypoints are almost all map points, a network's top-k keypoints are not. With no gates the cascade always
-runs to the full stage.
+matched landmarks every ``track_map_every`` frames, and adds new ones where the map explains nearly every keypoint
+or the view is new, see ``HeadStages._label_left``: elsewhere the map grows at the full stage); 2 full frame-to-map
+matching + RANSAC PnP + LM and the map update (new landmarks, keyframes); 3 relocalize against keyframes. After
+stages 0 and 1 a learned gate (tracking.refine.gates) decides whether to stop. Hard rules keep the map alive
+whatever the gates say: a full stage at least every ``max_since_full_s``, and whenever tracking found fewer than
+``min_tracked`` landmarks or explained clearly fewer keypoints than it did on its first frame after the last full
+stage (less than ``min_matched_ratio`` of that: a new view the map must grow into). The rule is relative because
+detectors differ: truth keypoints are almost all map points, a network's top-k keypoints are not. With no gates the
+cascade always runs to the full stage.
 """
 
 from __future__ import annotations
@@ -196,8 +196,8 @@ class RefinementCascade:
     # ------------------------------------------------------------------------------------------- internals
 
     def _map_update_due(self, r1: StageResult) -> bool:
-        """Whether the tracking stage's frame goes into the map: always when it brings new landmarks (a new view,
-        see ``HeadStages._label_left``), else every ``track_map_every`` frames. Default 1: every 2nd frame saved
+        """Whether the tracking stage's frame goes into the map: always when it brings new landmarks (see
+        ``HeadStages._label_left``), else every ``track_map_every`` frames. Default 1: every 2nd frame saved
         6 % of the compute units but cost 4 % ATE on look_around (seed 1), more than early exit may."""
         if r1.left_ids is None:
             return False
