@@ -1,7 +1,7 @@
 """Runs the benchmarks and writes docs/RESULTS.md: the issues' targets against what was measured, a section per
 benchmark, and plots (skip-conv speedup against active fraction, end-to-end latency, head trajectory against truth).
 
-    python benchmarks/report.py                       # full settings: about 30 minutes on a quiet 2-core machine
+    python benchmarks/report.py                       # full settings: about 40 minutes on a quiet 2-core machine
     python benchmarks/report.py --quick               # tiny settings (about 3 minutes), for checking a setup;
                                                       #   writes out/report-quick/RESULTS.md, not docs/
     python benchmarks/report.py --only bridge,pose    # run these, then rebuild the report from the whole folder
