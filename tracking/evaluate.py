@@ -120,9 +120,6 @@ def _check_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 OPENXR_TO_MEDIAPIPE = np.array([1, 2, 3, 4, 5, 7, 8, 9, 10, 12, 13, 14, 15, 17, 18, 19, 20, 22, 23, 24, 25])
 """Rows of the 26 OpenXR joints that are the 21 MediaPipe joints, in MediaPipe order."""
 
-COVERED_MEAN_GREY = 12.0
-"""An image darker than this on average counts as a covered camera (for the relocalization time)."""
-
 
 @dataclass
 class Run:
@@ -151,6 +148,7 @@ def run_tracker(
     """Track ``frames`` (a list of Frame) with a fresh Tracker (``gates_path`` None: no early exit); keep poses
     next to the truth. ``keypoints``: one tuple per frame (e.g. the network's, computed once for several runs);
     None lets the tracker's default provider (truth keypoints) find them."""
+    from tracking.network.low_light import COVERED_MEAN
     from tracking.tracker import Tracker, TrackerConfig
 
     config = TrackerConfig(gates_path=gates_path, exit_threshold=threshold)
@@ -166,7 +164,7 @@ def run_tracker(
             run.est.append(result.head.T_world_head)
             run.gt.append(frame.truth.T_world_head)
             run.tracked.append(result.head.flags.position_tracked)
-            run.covered.append(min(float(img.mean()) for img in frame.images) < COVERED_MEAN_GREY)
+            run.covered.append(min(float(img.mean()) for img in frame.images) < COVERED_MEAN)
             run.exit_stages.append(result.exit_stage)
             run.refine_cost += result.refine_cost
             for hand in result.hands:
@@ -242,11 +240,12 @@ def cover_both_cameras(frames: list) -> list:
     """``frames`` with both cameras covered wherever one is (the darker image stands in for both): the scenario's
     one-camera cover becomes a full blackout, so that tracking is lost and must relocalize."""
     from skiptrack_types import Frame
+    from tracking.network.low_light import COVERED_MEAN
 
     out = []
     for frame in frames:
         darkest = min(frame.images, key=lambda image: float(image.mean()))
-        if float(darkest.mean()) < COVERED_MEAN_GREY:
+        if float(darkest.mean()) < COVERED_MEAN:
             frame = Frame(frame.seq, frame.t_ns, tuple(darkest.copy() for _ in frame.images), frame.imu, frame.truth)
         out.append(frame)
     return out

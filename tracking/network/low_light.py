@@ -27,7 +27,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 COVERED_MEAN = 12.0
-"""Mean grey level below which the camera sees nothing (a covered lens): the image is left alone, not amplified."""
+"""Mean grey level below which the camera sees nothing (a covered lens): the image is left alone, not amplified
+(and the evaluation counts the camera as covered, tracking.evaluate)."""
 DARK_MEAN = 60.0
 """Mean grey level below which an image is conditioned (an indoor scene under normal light averages 110-120)."""
 BRIGHT_MEAN = 75.0
