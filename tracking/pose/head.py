@@ -76,6 +76,15 @@ class StageResult:
     """With a gyro prior: the covariance (3, 3) of the fused orientation (see tracking.pose.fusion)."""
 
 
+def _stage_labels(n: int, kp_index: np.ndarray, landmark_ids: np.ndarray, inlier: np.ndarray) -> np.ndarray:
+    """Per keypoint (``n``) of a stage that matched keypoints ``kp_index`` to ``landmark_ids`` (``inlier`` the ones
+    its pose kept): the landmark of an inlier, REJECTED for an outlier, UNMATCHED (a new landmark) for the rest."""
+    left_ids = np.full(n, UNMATCHED)
+    left_ids[kp_index] = REJECTED
+    left_ids[kp_index[inlier]] = landmark_ids[inlier]
+    return left_ids
+
+
 def gravity_aligned_orientation(imu: np.ndarray, T_head_imu: np.ndarray) -> np.ndarray:
     """World-from-head rotation (3, 3) whose +Y is up according to the mean accelerometer reading of ``imu``
     (rows t_ns, gx, gy, gz, ax, ay, az); the smallest such rotation, so the start heading is kept."""
@@ -310,18 +319,15 @@ class HeadStages:
         landmark predicted near them (``in_view`` at ``in_view_px``: a new one, so the map grows without
         duplicates), or tracking thins out between full stages (docs/pose.md, stop 11); near a known view the map
         grows at the full stage, which the cascade's rules send a frame to at least every 0.5 s."""
-        left_ids = np.full(len(kp), REJECTED)
         inlier = np.isin(landmark_ids, result.tracked_ids)
+        if np.count_nonzero(inlier) >= self.config.grow_explained_fraction * len(kp):
+            return _stage_labels(len(kp), kp_index, landmark_ids, inlier), 0
+        left_ids = np.full(len(kp), REJECTED)
         left_ids[kp_index[inlier]] = landmark_ids[inlier]
         rest = np.ones(len(kp), bool)
         rest[kp_index] = False
         rest = np.flatnonzero(rest)
-        if len(rest) == 0:
-            return left_ids, 0
-        if np.count_nonzero(inlier) >= self.config.grow_explained_fraction * len(kp):
-            left_ids[rest] = UNMATCHED
-            return left_ids, 0
-        if not self.map.needs_keyframe(result.T_world_head):
+        if len(rest) == 0 or not self.map.needs_keyframe(result.T_world_head):
             return left_ids, 0
         # a duplicate of a landmark lies near its projection: compare with the landmarks within the search window
         rest_idx, near = pairs_within(kp.points_px[rest], in_view_px, self.config.track_radius_px)
@@ -340,9 +346,7 @@ class HeadStages:
         tracked = landmark_ids[inlier][self._spread(kp.points_px[kp_index[inlier]], landmark_ids[inlier])]
         left_ids = None
         if result.camera == 0:
-            left_ids = np.full(len(kp), UNMATCHED)
-            left_ids[kp_index] = REJECTED
-            left_ids[kp_index[inlier]] = landmark_ids[inlier]
+            left_ids = _stage_labels(len(kp), kp_index, landmark_ids, inlier)
         return replace(result, tracked_ids=tracked, cost=cost, left_ids=left_ids)
 
     def _project(self, T_world_head: np.ndarray, points_world: np.ndarray, cam: int) -> np.ndarray:
