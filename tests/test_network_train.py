@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -84,6 +86,8 @@ def test_gate_tuning_picks_the_fewest_macs_that_keep_the_agreement(monkeypatch):
     monkeypatch.setattr(export, "NOISE_MARGINS", (0.0, 1.0))
     monkeypatch.setattr(export, "DEEP_SCALES", (1.0,))
     monkeypatch.setattr(export, "TUNING_SEQUENCES", (("still_hand", 100, True),))
+    # the camera's noise as it is: the deadband (tracking.network.deadband) holds most of it back before the gate
+    monkeypatch.setattr(export, "KeypointModel", functools.partial(export.KeypointModel, deadband=0))
     chosen, trials = export.tune_gate(load_weights())
     assert [(t.threshold, t.noise_margin) for t in trials] == [(0.01, 0.0), (0.05, 0.0), (0.01, 1.0), (0.05, 1.0)]
     passing = [t for t in trials if t.agreement_margin >= 0.0]
@@ -91,6 +95,24 @@ def test_gate_tuning_picks_the_fewest_macs_that_keep_the_agreement(monkeypatch):
     assert chosen in passing and chosen.mac_ratio == min(t.mac_ratio for t in passing)
     # A floor that ignores sensor noise executes fewer MACs on a still scene than none at the same ε.
     assert trials[2].mac_ratio < trials[0].mac_ratio
+
+
+def test_gate_tuning_keeps_the_hands_where_the_scene_points_rule_would_let_them_go(monkeypatch):
+    """On a still camera the scene points may disagree with the dense network as much as sensor noise makes it
+    disagree with itself; the hand joints may not (past the camera layer ε x 3 keeps the scene points' rule on
+    still_hand and moves an eighth of the hand joints by more than half a pixel)."""
+    from tracking.network import export
+    from tracking.network.api import load_weights
+
+    monkeypatch.setattr(export, "THRESHOLD_CANDIDATES", (0.04,))
+    monkeypatch.setattr(export, "NOISE_MARGINS", (1.0,))
+    monkeypatch.setattr(export, "DEEP_SCALES", (2.0, 3.0))
+    monkeypatch.setattr(export, "TUNING_SEQUENCES", (("still_hand", 100, True),))
+    chosen = {}
+    for required in (0.0, export.REQUIRED_HAND_AGREEMENT):
+        monkeypatch.setattr(export, "REQUIRED_HAND_AGREEMENT", required)
+        chosen[required] = export.tune_gate(load_weights())[0].deep_scale
+    assert chosen == {0.0: 3.0, 0.9: 2.0}
 
 
 def test_retuning_rewrites_the_gate_and_the_cards_gate_sections_only(monkeypatch, tmp_path):

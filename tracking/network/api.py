@@ -22,6 +22,7 @@ import torch
 from skiptrack_types import InvalidInputError, SkipTrackError
 from tracking.heap import keep_freed_memory
 from tracking.keypoints import Keypoints
+from tracking.network.deadband import DEADBAND_GREY, Deadband
 from tracking.network.decode import DecodeConfig, decode
 from tracking.network.low_light import LowLight
 from tracking.network.model import KeypointNet, count_macs, to_input
@@ -87,7 +88,8 @@ class KeypointModel:
     scene cut. ``stats()`` gives the engine's counts for the last frame. ``precision`` ("fp32", "bf16" or
     "auto") is that of the whole-model dense passes (``SkipModel.precision``). ``low_light``: a dark image is
     smoothed and brightened first, and a skip model's gate runs exact meanwhile (``tracking.network.low_light``; an
-    image in normal light goes in as it is).
+    image in normal light goes in as it is). ``deadband``: grey levels a pixel must move to be taken, else it keeps
+    its last value (``tracking.network.deadband``; 0: every image as it is; not in low light).
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class KeypointModel:
         deep_scale: float = 1.0,
         precision: str = "fp32",
         low_light: bool = True,
+        deadband: int = DEADBAND_GREY,
     ) -> None:
         keep_freed_memory()  # every frame allocates the same feature maps: keep them mapped (tracking.heap)
         self.engine: SkipModel = convert(
@@ -116,6 +119,7 @@ class KeypointModel:
         self.last_network_s = 0.0
         self.last_network_cpu_s = 0.0
         self.low_light = LowLight() if low_light else None
+        self.deadband = Deadband(deadband)
         self._threshold = float(threshold)
         self._exact = False  # the gate set to ε 0 for low light (_condition)
 
@@ -133,18 +137,22 @@ class KeypointModel:
             self.engine.threshold = 0.0
 
     def _condition(self, image: np.ndarray) -> np.ndarray:
-        """``image`` as the network should see it (``low_light``). While it is conditioned the skip engine's gate
-        runs exact (ε 0): in a dark image sensor noise is as large as the change head motion makes, and the gate
-        cannot tell them apart (at the shipped ε the skip network's head poses were 50-90 mm from the dense
-        network's on the synthetic ``dark`` scenario); each switch starts from a key frame."""
+        """``image`` as the network should see it: steadied by the ``deadband``, or in low light smoothed and
+        brightened (``low_light``). While it is conditioned the skip engine's gate runs exact (ε 0): in a dark image
+        sensor noise is as large as the change head motion makes, and the gate cannot tell them apart (at the
+        shipped ε the skip network's head poses were 50-90 mm from the dense network's on the synthetic ``dark``
+        scenario); each switch starts from a key frame."""
         if self.low_light is None:
-            return image
+            return self.deadband.steady(image)
         conditioned = self.low_light.condition(image)
         if self.skip and self.low_light.active != self._exact:
             self._exact = self.low_light.active
             self.engine.threshold = 0.0 if self._exact else self._threshold
             self.engine.reset()
-        return conditioned
+        if self.low_light.active:
+            self.deadband.reset()
+            return conditioned
+        return self.deadband.steady(conditioned)
 
     def run(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The raw outputs (scene (17, h, w), descriptors (D, h, w), hands (42, h, w)) for ``image`` (H, W) uint8;
@@ -165,8 +173,9 @@ class KeypointModel:
         return decode(outputs, (image.shape[1], image.shape[0]), self.decode_config)
 
     def reset(self) -> None:
-        """Make the next frame a key frame (dense refresh)."""
+        """Make the next frame a key frame (dense refresh), its image taken whole."""
         self.engine.reset()
+        self.deadband.reset()
 
     def stats(self) -> dict:
         """``{"macs", "dense_macs", "active_fraction", "per_layer"}`` of the last frame (dense mode: all MACs)."""

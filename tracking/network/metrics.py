@@ -9,7 +9,8 @@
   both landmarks, the share pairing the same landmark.
 - ``point_repeatability``: for a static camera (real video), the share of points of one frame with a point of
   the other within a tolerance (both directions averaged): works for any detector, so it compares with OpenCV's.
-- ``agreement``: the share of one model's keypoints that another model reproduces within a tolerance.
+- ``agreement``: the share of one model's keypoints that another model reproduces within a tolerance;
+  ``hand_agreement`` the same over the hand joints alone.
 """
 
 from __future__ import annotations
@@ -100,6 +101,13 @@ def agreement(reference: Keypoints, other: Keypoints, tolerance_px: float = 1.0)
         total += len(a)
         if len(a) and len(b):
             agreeing += int((cKDTree(b.points_px).query(a.points_px)[0] <= tolerance_px).sum())
+    hands_agreeing, hands_total = hand_agreement(reference, other, tolerance_px)
+    return agreeing + hands_agreeing, total + hands_total
+
+
+def hand_agreement(reference: Keypoints, other: Keypoints, tolerance_px: float = 1.0) -> tuple[int, int]:
+    """(agreeing, total) over the hand joints alone, as ``agreement`` counts them."""
+    agreeing = total = 0
     for side in HAND_SIDES:
         ha, hb = reference.hand(side), other.hand(side)
         if ha is None and hb is None:

@@ -1,0 +1,80 @@
+"""Temporal deadband: a pixel of the camera image keeps its last value until it, or the region around it, moves.
+
+A still camera's image is never still: sensor read noise (1.6 grey levels RMS in the synthetic headset) and a
+video codec's requantisation (vtest.avi: a fifth of the pixels change every frame, nearly all by 1-2 grey levels,
+while the people walking change 2 %) move most pixels every frame. The keypoint network's weak peaks follow that
+noise (still_hand: 86 % of the dense network's points within 1 px of the previous frame's), and the
+skip-convolution engine, whose gate ignores it, cannot agree with the dense network better than that. Held at its
+last value, a pixel that only shimmers is exactly still, and the network, dense or skip, sees the same steady
+image: what moves is what changed.
+
+A pixel is taken from the camera when it moved by more than ``DEADBAND_GREY`` itself, or when it lies in or next to
+a ``TILE_PX`` tile where the image moved coherently (somewhere in the tile the mean change over 3 x 3 pixels exceeds
+``REGION_GREY``: noise alone stays far below, a moving edge far above). The tiles take a moving hand whole: pixels
+held one by one made its slowly changing shading a patchwork of old and new values, and the hand joints came out
+0.5 mm worse (still_hand seeds 1-3, in the head frame). Where more than ``WIDE_CHANGE`` of the pixels move past the
+deadband at once (the head turns, the light changes) the whole frame is taken. What it costs: a pixel the network
+sees may be up to ``DEADBAND_GREY`` grey levels from the camera's (the noise the network was trained with reaches 5),
+and only where nothing around it moved.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+DEADBAND_GREY = 6
+"""Grey levels a pixel must move from its held value to be taken on its own: 3.75 sigma of the synthetic sensor's
+read noise (1.6 % of its pixels pass a frame on a still camera). docs/network.md, "Steady input"."""
+REGION_GREY = 4
+"""Mean change over 3 x 3 pixels that marks a region as moving (sensor noise: about 1.8 +- 0.5)."""
+TILE_PX = 8
+"""Side of the tiles taken whole where the image moves (with their 8 neighbours)."""
+WIDE_CHANGE = 0.3
+"""Share of the pixels past the deadband above which the whole frame is taken as it is (camera motion, lighting)."""
+
+
+class Deadband:
+    """Per camera: ``steady(image)`` returns the image with every pixel that has not moved (see the module
+    docstring) held at the value it was last taken at. One instance per camera; ``reset()`` takes the next image
+    whole."""
+
+    def __init__(self, grey: int = DEADBAND_GREY, wide_change: float = WIDE_CHANGE) -> None:
+        if not 0 <= grey <= 255:
+            raise ValueError(f"deadband must be 0..255 grey levels, got {grey}")
+        self.grey = int(grey)
+        self.wide_change = float(wide_change)
+        self._held: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self._held = None
+
+    def steady(self, image: np.ndarray) -> np.ndarray:
+        """The uint8 (H, W) image the network should see; valid until the next call (the returned array is the
+        held image, updated in place)."""
+        if self.grey == 0:
+            return image
+        held = self._held
+        if held is None or held.shape != image.shape:
+            self._held = image.copy()
+            return self._held
+        change = cv2.absdiff(image, held)
+        taken = change > self.grey
+        if np.count_nonzero(taken) > self.wide_change * taken.size:
+            held[...] = image
+            return held
+        np.copyto(held, image, where=taken | _moving_tiles(change))
+        return held
+
+
+def _moving_tiles(change: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the pixels of every ``TILE_PX`` tile, and of its neighbours, where the 3 x 3 mean of ``change``
+    exceeds ``REGION_GREY`` somewhere (an edge of the image that is not a whole tile counts with the last one)."""
+    h, w = change.shape
+    coherent = cv2.blur(change, (3, 3)) > REGION_GREY
+    rows, cols = -(-h // TILE_PX), -(-w // TILE_PX)
+    padded = np.zeros((rows * TILE_PX, cols * TILE_PX), bool)
+    padded[:h, :w] = coherent
+    tiles = padded.reshape(rows, TILE_PX, cols, TILE_PX).any(axis=(1, 3))
+    tiles = cv2.dilate(tiles.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    return np.repeat(np.repeat(tiles, TILE_PX, 0), TILE_PX, 1)[:h, :w]
