@@ -88,8 +88,9 @@ class KeypointModel:
     scene cut. ``stats()`` gives the engine's counts for the last frame. ``precision`` ("fp32", "bf16" or
     "auto") is that of the whole-model dense passes (``SkipModel.precision``). ``low_light``: a dark image is
     smoothed and brightened first, and a skip model's gate runs exact meanwhile (``tracking.network.low_light``; an
-    image in normal light goes in as it is). ``deadband``: grey levels a pixel must move to be taken, else it keeps
-    its last value (``tracking.network.deadband``; 0: every image as it is; not in low light).
+    image in normal light goes in as it is). ``deadband``: grey levels a pixel must move to be taken from the
+    camera unless its region moves, else it keeps its last value (``tracking.network.deadband``; 0: every image as
+    it is; not in low light).
     """
 
     def __init__(
@@ -138,7 +139,7 @@ class KeypointModel:
 
     def _condition(self, image: np.ndarray) -> np.ndarray:
         """``image`` as the network should see it: steadied by the ``deadband``, or in low light smoothed and
-        brightened (``low_light``). While it is conditioned the skip engine's gate runs exact (ε 0): in a dark image
+        brightened (``low_light``). In low light the skip engine's gate runs exact (ε 0): in a dark image
         sensor noise is as large as the change head motion makes, and the gate cannot tell them apart (at the
         shipped ε the skip network's head poses were 50-90 mm from the dense network's on the synthetic ``dark``
         scenario); each switch starts from a key frame."""
