@@ -63,18 +63,18 @@ class Deadband:
         if np.count_nonzero(taken) > self.wide_change * taken.size:
             held[...] = image
             return held
-        np.copyto(held, image, where=taken | _moving_tiles(change))
+        cv2.copyTo(image, taken.view(np.uint8) | _moving_tiles(change), held)  # in place, where the mask is set
         return held
 
 
 def _moving_tiles(change: np.ndarray) -> np.ndarray:
-    """(H, W) bool: the pixels of every ``TILE_PX`` tile, and of its neighbours, where the 3 x 3 mean of ``change``
-    exceeds ``REGION_GREY`` somewhere (an edge of the image that is not a whole tile counts with the last one)."""
+    """(H, W) uint8, 1 on the pixels of every ``TILE_PX`` tile, and of its neighbours, where the 3 x 3 mean of
+    ``change`` exceeds ``REGION_GREY`` somewhere (an edge of the image that is not a whole tile counts as one)."""
     h, w = change.shape
-    coherent = cv2.blur(change, (3, 3)) > REGION_GREY
     rows, cols = -(-h // TILE_PX), -(-w // TILE_PX)
-    padded = np.zeros((rows * TILE_PX, cols * TILE_PX), bool)
-    padded[:h, :w] = coherent
-    tiles = padded.reshape(rows, TILE_PX, cols, TILE_PX).any(axis=(1, 3))
-    tiles = cv2.dilate(tiles.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    coherent = (cv2.blur(change, (3, 3)) > REGION_GREY).view(np.uint8) * np.uint8(255)
+    coherent = cv2.copyMakeBorder(coherent, 0, rows * TILE_PX - h, 0, cols * TILE_PX - w, cv2.BORDER_CONSTANT)
+    # a tile's mean is above 0 where any of its pixels is set (one pixel of 255 in 64 averages 4)
+    tiles = (cv2.resize(coherent, (cols, rows), interpolation=cv2.INTER_AREA) > 0).view(np.uint8)
+    tiles = cv2.dilate(tiles, np.ones((3, 3), np.uint8))
     return np.repeat(np.repeat(tiles, TILE_PX, 0), TILE_PX, 1)[:h, :w]
