@@ -203,7 +203,8 @@ def save_gate(model: KeypointNet, gate_path: Path, eval_video: Path | None) -> d
         "threshold": chosen.threshold,
         "noise_margin": chosen.noise_margin,
         "deep_scale": chosen.deep_scale,
-        "rule": f"fewest MACs with skip vs dense agreement (1 px) >= {REQUIRED_AGREEMENT} where the camera "
+        "rule": f"fewest MACs (within {MAC_TIE} of them, the largest ε) with skip vs dense agreement (1 px) >= "
+        f"{REQUIRED_AGREEMENT} where the camera "
         f"moves and >= the dense network's own frame-to-frame agreement (on the images without the deadband) - "
         f"{NOISE_CEILING_SLACK} where it is still, hand joints within {HAND_TOLERANCE_PX} px >= "
         f"{REQUIRED_HAND_AGREEMENT}, on " + ", ".join(tuned_on),
