@@ -105,13 +105,13 @@ def tuning_sequences(model: KeypointNet, video: Path | None = None) -> list[Tuni
     if video is not None:
         first, last = TUNING_VIDEO_FRAMES
         clips.append((list(load_video_frames(video)[first:last]), True))
-    dense_model = KeypointModel(model, skip=False)
+    dense_model, raw_model = KeypointModel(model, skip=False), KeypointModel(model, skip=False, deadband=0)
     sequences = []
     for images, still in clips:
+        dense_model.reset()  # each clip from its own first image, as tune_gate's skip model runs it
         dense = [dense_model.infer(image) for image in images]
         required = REQUIRED_AGREEMENT
         if still:
-            raw_model = KeypointModel(model, skip=False, deadband=0)
             raw = [raw_model.infer(image) for image in images]
             agree, total = np.sum([metrics.agreement(a, b, 1.0) for a, b in zip(raw[:-1], raw[1:], strict=True)], 0)
             required = min(required, agree / max(total, 1) - NOISE_CEILING_SLACK)
