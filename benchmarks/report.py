@@ -416,6 +416,12 @@ def skipconv_note(case: str, run: str) -> Callable[[dict], str]:
     return note
 
 
+def seated_note(data: dict) -> str:
+    """Where a seated accuracy figure comes from: the skip model's keypoints on a world seed training never saw."""
+    r = network_row(data, "synthetic:seated") or {}
+    return f"skip model, seed {r.get('seed', '?')}, {r.get('frames', '?')} frames x {r.get('cameras', '?')} cameras"
+
+
 def network_note(source: str | None) -> Callable[[dict], str]:
     """Both network times behind a speedup; ``source`` None: the JSON's only source (a video run)."""
 
@@ -576,6 +582,15 @@ CHECKS: dict[str, tuple[Check, ...]] = {
         Check("network", "seated keypoints, skip agrees with dense within 1 px",
               lambda d: dig(network_row(d, "synthetic:seated"), "agreement_1px"), "{:.1%}", ("≥", 0.99),
               network_note("synthetic:seated")),
+        Check("network", "seated hand PCK@3px (held-out seed)",
+              lambda d: dig(network_row(d, "synthetic:seated"), "hand_pck2d_3px"), "{:.1%}", ("≥", 0.95),
+              seated_note),
+        Check("network", "seated scene repeatability (held-out seed)",
+              lambda d: dig(network_row(d, "synthetic:seated"), "scene_repeatability"), "{:.1%}", ("≥", 0.60),
+              seated_note),
+        Check("network", "seated descriptor match precision (held-out seed)",
+              lambda d: dig(network_row(d, "synthetic:seated"), "desc_match_precision"), "{:.1%}", ("≥", 0.90),
+              seated_note),
         Check("network_video", "vtest.avi network speedup, skip vs dense",
               lambda d: dig(d, "results", 0, "speedup"), "{:.2f}×", ("≥", 2.0), network_note(None)),
         Check("network_video", "vtest.avi keypoints, skip agrees with dense within 1 px",
