@@ -141,6 +141,15 @@ struct BlockAxis {
   bool contains(int64_t i, int64_t b) const { return lo[i] <= b && b <= hi[i]; }
 };
 
+// Changes to look ahead when prefetching. The maps are megabytes, each touched at scattered positions once a
+// frame after the other layers (and the other camera's model) have run: every position's row is a cache miss
+// that the loop would otherwise wait on.
+constexpr int64_t kAhead = 8;
+
+inline void prefetch_row(const float* p, int64_t C) {
+  for (int64_t c = 0; c < C; c += 16) __builtin_prefetch(p + c);
+}
+
 typedef float Lanes8 __attribute__((vector_size(8 * sizeof(float))));
 
 __attribute__((always_inline)) inline float residual2(const float* a, const float* h, int64_t C) {
@@ -235,9 +244,15 @@ std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
         if (residual2(x + i * C, xh + i * C, C) > 0.f) update.push_back(static_cast<int32_t>(i));
     } else {
       const int32_t* c = changes.data_ptr<int32_t>();
-      for (int64_t i = 0; i < changes.numel(); ++i)
+      const int64_t nc = changes.numel();
+      for (int64_t i = 0; i < nc; ++i) {
+        if (i + kAhead < nc) {
+          prefetch_row(x + static_cast<int64_t>(c[i + kAhead]) * C, C);
+          prefetch_row(xh + static_cast<int64_t>(c[i + kAhead]) * C, C);
+        }
         if (residual2(x + static_cast<int64_t>(c[i]) * C, xh + static_cast<int64_t>(c[i]) * C, C) > 0.f)
           mark_update(c[i]);
+      }
     }
     pending = 0;
   } else {
@@ -280,8 +295,13 @@ std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
       for (int64_t b = 0; b < nbh * nbw; ++b) touched[b] = static_cast<int32_t>(b);
     } else {
       const int32_t* c = changes.data_ptr<int32_t>();
-      touched.reserve(4 * changes.numel());
-      for (int64_t k = 0; k < changes.numel(); ++k) {
+      const int64_t nc = changes.numel();
+      touched.reserve(4 * nc);
+      for (int64_t k = 0; k < nc; ++k) {
+        if (k + kAhead < nc) {
+          prefetch_row(x + static_cast<int64_t>(c[k + kAhead]) * C, C);
+          prefetch_row(xh + static_cast<int64_t>(c[k + kAhead]) * C, C);
+        }
         const int64_t i = c[k];
         const float v = residual2(x + i * C, xh + i * C, C);
         const double d = static_cast<double>(v) - static_cast<double>(r2[i]);
