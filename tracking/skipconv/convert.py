@@ -46,6 +46,7 @@ from tracking.skipconv.layers import (
     UpsampleLayer,
 )
 from tracking.skipconv.masks import EVERYWHERE, GridScratch, Positions
+from tracking.skipconv.rewrite import split_pointwise_over_upsample
 from tracking.skipconv.stats import Path, summarize
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,8 @@ _BINARY = {
     torch.mul: ("mul", torch.mul),
 }
 _IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout2d)
+GRAPHS = ("folded", "as_written")
+"""The SkipModel's whole-model graphs: the layers' (rewritten) one and the network as written (dense mode)."""
 
 
 def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
@@ -136,7 +139,9 @@ class SkipModel:
     Call with a (1, C, H, W) float tensor per frame. Returns the output tensor(s) of the original model, as
     channels_last (1, C, H, W) views of the engine's own buffers: valid until the next call (clone to keep them).
     The first frame, the first frame after ``reset()`` and a frame with a new resolution are key frames (dense).
-    ``dense = True`` runs the same folded weights densely (channels_last), returning fresh tensors.
+    ``dense = True`` runs the same folded weights densely (channels_last), returning fresh tensors: the network's
+    graph as written (``as_written``), while the layers and the whole-model streaks under head motion run ``folded``,
+    the same graph after ``tracking.skipconv.rewrite`` (equal up to float rounding, cheaper to run sparsely).
     ``precision = "bf16"`` runs those whole-model dense passes (dense mode, and the folded streaks under head
     motion) in bfloat16 (outputs still float32); see ``precision``.
     """
@@ -151,8 +156,10 @@ class SkipModel:
         block: int | None,
         backend: Backend,
         break_even: float | None,
+        as_written: torch.fx.GraphModule | None = None,
     ) -> None:
         self.folded = folded
+        self.as_written = as_written if as_written is not None else folded
         self.layers = layers
         self.outputs = outputs
         self.tuple_output = tuple_output
@@ -172,7 +179,7 @@ class SkipModel:
         self._next_folded = FOLDED_FRAMES
         self._since_streak: int | None = None  # per-layer frames since the last folded streak ended
         self._precision = "fp32"
-        self._folded_bf16: torch.fx.GraphModule | None = None
+        self._bf16: dict[str, torch.fx.GraphModule] = {}
 
     @property
     def precision(self) -> str:
@@ -187,16 +194,16 @@ class SkipModel:
     def precision(self, value: str) -> None:
         if value not in PRECISIONS:
             raise InvalidInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
-        if value == "bf16" and self._folded_bf16 is None:
-            self._folded_bf16 = copy.deepcopy(self.folded).to(torch.bfloat16)
+        if value == "bf16" and not self._bf16:
+            self._bf16 = {name: copy.deepcopy(getattr(self, name)).to(torch.bfloat16) for name in GRAPHS}
         self._precision = value
 
-    def _run_folded(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        """The folded graph on ``x`` at ``precision``; float32 channels_last outputs either way."""
+    def _run_folded(self, x: torch.Tensor, graph: str = "folded") -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """``graph`` (one of ``GRAPHS``) on ``x`` at ``precision``; float32 channels_last outputs either way."""
         x = x.contiguous(memory_format=CL)
         if self._precision == "fp32":
-            return self.folded(x)
-        out = self._folded_bf16(x.to(torch.bfloat16))
+            return getattr(self, graph)(x)
+        out = self._bf16[graph](x.to(torch.bfloat16))
         if isinstance(out, torch.Tensor):
             return out.float()
         return tuple(o.float() for o in out)
@@ -291,7 +298,7 @@ class SkipModel:
         x = self._check(x)
         if self.dense:
             with torch.no_grad():
-                return self._run_folded(x)
+                return self._run_folded(x, "as_written")
         resolution = (x.shape[2], x.shape[3])
         if self._folded_frames_left and resolution == self._resolution:
             return self._folded_frame(x)
@@ -454,11 +461,14 @@ def convert(
             f"the model could not be traced by torch.fx ({type(exc).__name__}: {exc}); data-dependent control flow "
             "in forward() is not supported, move it out of the network"
         ) from exc
-    folded = fold_batchnorm(traced)
+    as_written = fold_batchnorm(traced)
+    # The layers (and the streaks, whose MACs they count) run a rewritten copy; dense mode runs the network as it
+    # was written, so that a dense baseline is that network.
+    folded = split_pointwise_over_upsample(copy.deepcopy(as_written))
     layers, outputs, tuple_output = _build_layers(folded)
     _mark_input_followers(layers)
-    folded = folded.to(memory_format=CL)
-    skip = SkipModel(folded, layers, outputs, tuple_output, threshold, block, backend, break_even)
+    folded, as_written = folded.to(memory_format=CL), as_written.to(memory_format=CL)
+    skip = SkipModel(folded, layers, outputs, tuple_output, threshold, block, backend, break_even, as_written)
     skip.noise_margin = noise_margin
     skip.deep_scale = deep_scale
     return skip
