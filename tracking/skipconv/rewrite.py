@@ -112,6 +112,8 @@ def _split(gm: torch.fx.GraphModule, node: torch.fx.Node, conv: nn.Conv2d, parts
                 piece.bias.data = conv.bias.detach().clone()
             offset += channels
             name = f"{node.target.replace('.', '_')}_part{k}"
+            while hasattr(gm, name):  # never replace a module of the network
+                name += "_"
             gm.add_submodule(name, piece)
             source = _upsample_of(part, modules)
             if source is None:
