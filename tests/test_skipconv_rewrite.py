@@ -94,3 +94,11 @@ def test_a_concatenation_used_elsewhere_is_kept() -> None:
         with torch.no_grad():
             expected = model(x)
         assert all(float((a - b).abs().max()) <= 1e-5 for a, b in zip(skip(x), expected, strict=True))
+
+
+def test_a_network_with_nothing_to_rewrite_keeps_one_graph() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1)).eval()
+    skip = convert(model, threshold=0.0)
+    assert skip.folded is skip.as_written
+    skip.precision = "bf16"
+    assert skip._bf16["folded"] is skip._bf16["as_written"]

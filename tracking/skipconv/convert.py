@@ -125,8 +125,6 @@ _BINARY = {
     torch.mul: ("mul", torch.mul),
 }
 _IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout2d)
-GRAPHS = ("folded", "as_written")
-"""The SkipModel's whole-model graphs: the layers' (rewritten) one and the network as written (dense mode)."""
 
 
 def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
@@ -195,11 +193,17 @@ class SkipModel:
         if value not in PRECISIONS:
             raise InvalidInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
         if value == "bf16" and not self._bf16:
-            self._bf16 = {name: copy.deepcopy(getattr(self, name)).to(torch.bfloat16) for name in GRAPHS}
+            folded = copy.deepcopy(self.folded).to(torch.bfloat16)
+            same = self.as_written is self.folded
+            self._bf16 = {
+                "folded": folded,
+                "as_written": folded if same else copy.deepcopy(self.as_written).to(torch.bfloat16),
+            }
         self._precision = value
 
     def _run_folded(self, x: torch.Tensor, graph: str = "folded") -> torch.Tensor | tuple[torch.Tensor, ...]:
-        """``graph`` (one of ``GRAPHS``) on ``x`` at ``precision``; float32 channels_last outputs either way."""
+        """``graph`` ("folded": the layers' graph, or "as_written") on ``x`` at ``precision``; float32 channels_last
+        outputs either way."""
         x = x.contiguous(memory_format=CL)
         if self._precision == "fp32":
             return getattr(self, graph)(x)
@@ -464,10 +468,11 @@ def convert(
     as_written = fold_batchnorm(traced)
     # The layers (and the streaks, whose MACs they count) run a rewritten copy; dense mode runs the network as it
     # was written, so that a dense baseline is that network.
-    folded = split_pointwise_over_upsample(copy.deepcopy(as_written))
+    folded = split_pointwise_over_upsample(as_written)  # as_written itself when nothing is rewritten
     layers, outputs, tuple_output = _build_layers(folded)
     _mark_input_followers(layers)
-    folded, as_written = folded.to(memory_format=CL), as_written.to(memory_format=CL)
+    as_written = as_written.to(memory_format=CL)
+    folded = as_written if folded is as_written else folded.to(memory_format=CL)
     skip = SkipModel(folded, layers, outputs, tuple_output, threshold, block, backend, break_even, as_written)
     skip.noise_margin = noise_margin
     skip.deep_scale = deep_scale

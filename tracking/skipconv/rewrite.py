@@ -12,6 +12,7 @@ feature maps and skip state instead of 16.8 (docs/skipconv.md).
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import torch
@@ -30,37 +31,46 @@ EXAMPLE_SIDE = 64
 
 
 def split_pointwise_over_upsample(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """Rewrite every ``conv1x1(cat([..., up(a), ...]))`` of ``gm`` in place (see the module docstring) and return
-    it. A graph that does not run on an ``EXAMPLE_SIDE`` image is left as it is."""
+    """``gm`` with every ``conv1x1(cat([..., up(a), ...]))`` rewritten (see the module docstring): a rewritten copy,
+    or ``gm`` itself when it has no such convolution or does not run on an ``EXAMPLE_SIDE`` image."""
+    if not _candidates(gm):
+        return gm
+    original, gm = gm, copy.deepcopy(gm)
     modules = dict(gm.named_modules())
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     first = [modules.get(u.target) for n in placeholders for u in n.users if u.op == "call_module"]
     channels = {m.in_channels for m in first if isinstance(m, nn.Conv2d)}
     if len(placeholders) != 1 or len(channels) != 1:
-        return gm
+        return original
     example = torch.zeros(1, channels.pop(), EXAMPLE_SIDE, EXAMPLE_SIDE)
     try:
         with torch.no_grad():
             ShapeProp(gm).propagate(example)
     except Exception as exc:  # noqa: BLE001 - any failure only means the rewrite is skipped
         log.debug("no pointwise split: the graph did not run on a %s example (%s)", tuple(example.shape), exc)
-        return gm
-    changed = False
-    for node in list(gm.graph.nodes):
+        return original
+    for node in _candidates(gm):
+        _split(gm, node, modules[node.target], list(node.args[0].args[0]), modules)
+    gm.graph.eliminate_dead_code()
+    gm.graph.lint()
+    gm.recompile()
+    return gm
+
+
+def _candidates(gm: torch.fx.GraphModule) -> list[torch.fx.Node]:
+    """The 1x1 convolutions of ``gm`` over a concatenation (used by nothing else) that holds an upsampled map."""
+    modules = dict(gm.named_modules())
+    found = []
+    for node in gm.graph.nodes:
         conv = modules.get(node.target) if node.op == "call_module" else None
         cat = node.args[0] if conv is not None and node.args else None
-        if not (_plain_pointwise(conv) and _single_use_channel_cat(cat)):
-            continue
-        parts = list(cat.args[0])
-        if not any(_upsample_of(p, modules) is not None for p in parts):
-            continue
-        _split(gm, node, conv, parts, modules)
-        changed = True
-    if changed:
-        gm.graph.eliminate_dead_code()
-        gm.graph.lint()
-        gm.recompile()
-    return gm
+        if (
+            _plain_pointwise(conv)
+            and _single_use_channel_cat(cat)
+            and any(_upsample_of(p, modules) is not None for p in cat.args[0])
+        ):
+            found.append(node)
+    return found
 
 
 def _plain_pointwise(module: nn.Module | None) -> bool:
