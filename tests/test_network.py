@@ -96,6 +96,16 @@ def test_a_peak_shared_by_two_pixels_gives_one_point_between_them():
     assert sorted(points.tolist()) == [[10.5, 10.0], [20.0, 4.0]]
 
 
+def test_points_closer_than_the_suppression_radius_give_the_stronger_one_only():
+    radius = DecodeConfig().nms_radius
+    prob = torch.zeros(40, 60)
+    prob[10, 10], prob[10, 10 + radius - 1] = 0.4, 0.3  # one blob in the image: only the stronger survives
+    prob[30, 10], prob[30, 10 + radius + 1] = 0.4, 0.3  # farther apart than the radius: both
+    points, scores = detect_points(prob, DecodeConfig())
+    assert sorted(points.tolist()) == [[10.0, 10.0], [10.0, 30.0], [10.0 + radius + 1, 30.0]]
+    assert radius >= 4  # neighbouring landmarks 3-5 px apart paired wrongly across views at 3 (docs/network.md)
+
+
 def test_decode_hands_recovers_subpixel_joints_and_skips_absent_hands():
     rng = np.random.default_rng(0)
     truth = rng.uniform([20, 20], [300, 220], (21, 2))
