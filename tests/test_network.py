@@ -101,7 +101,7 @@ def test_points_closer_than_the_suppression_radius_give_the_stronger_one_only():
     prob = torch.zeros(40, 60)
     prob[10, 10], prob[10, 10 + radius - 1] = 0.4, 0.3  # one blob in the image: only the stronger survives
     prob[30, 10], prob[30, 10 + radius + 1] = 0.4, 0.3  # farther apart than the radius: both
-    points, scores = detect_points(prob, DecodeConfig())
+    points, _ = detect_points(prob, DecodeConfig())
     assert sorted(points.tolist()) == [[10.0, 10.0], [10.0, 30.0], [10.0 + radius + 1, 30.0]]
     assert radius >= 4  # neighbouring landmarks 3-5 px apart paired wrongly across views at 3 (docs/network.md)
 

@@ -35,7 +35,8 @@ class DecodeConfig:
     landmarks (77 % of the wrong mutual matches on held-out seated seed 7: the true landmark undetected, a
     neighbour 3-5 px away matched instead). At 5 px, with about a quarter fewer points, descriptor precision on
     seeds 7-10 rose from 0.867-0.884 to 0.886-0.913, repeatability fell 0.7-2.6 points, and the head trajectory on
-    network keypoints improved (seated seed 1: 5.86 -> 5.37 mm ATE)."""
+    network keypoints improved (seated seed 1: 5.86 -> 5.37 mm ATE; 4.38 with the exit gates retrained for these
+    points, docs/pose.md stop 20)."""
 
     detection_threshold: float = 0.015
     nms_radius: int = 5
