@@ -150,6 +150,14 @@ inline void prefetch_row(const float* p, int64_t C) {
   for (int64_t c = 0; c < C; c += 16) __builtin_prefetch(p + c);
 }
 
+// The X and Xhat rows of change k + kAhead of the nc in `changes`, for a loop over the changes now at k.
+inline void prefetch_ahead(const float* x, const float* xh, const int32_t* changes, int64_t k, int64_t nc, int64_t C) {
+  if (k + kAhead < nc) {
+    prefetch_row(x + static_cast<int64_t>(changes[k + kAhead]) * C, C);
+    prefetch_row(xh + static_cast<int64_t>(changes[k + kAhead]) * C, C);
+  }
+}
+
 typedef float Lanes8 __attribute__((vector_size(8 * sizeof(float))));
 
 __attribute__((always_inline)) inline float residual2(const float* a, const float* h, int64_t C) {
@@ -220,7 +228,8 @@ std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
   // (block energies, scattered access): pick the cheaper for this change count. A one-channel input's full pass is
   // two flat loops the compiler vectorises, about 12x cheaper per position than a change (measured on the first
   // layer of the keypoint network, 5-20 % of the pixels changed): it wins from about a sixteenth of them.
-  const bool dense = all_changed || (C == 1 ? changes.numel() * 16 > n_in : changes.numel() * (C + 16) > n_in * (C + 2));
+  const bool dense =
+      all_changed || (C == 1 ? changes.numel() * 16 > n_in : changes.numel() * (C + 16) > n_in * (C + 2));
   int64_t pending = pending_in;
 
   std::vector<int32_t> update;
@@ -246,10 +255,7 @@ std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
       const int32_t* c = changes.data_ptr<int32_t>();
       const int64_t nc = changes.numel();
       for (int64_t i = 0; i < nc; ++i) {
-        if (i + kAhead < nc) {
-          prefetch_row(x + static_cast<int64_t>(c[i + kAhead]) * C, C);
-          prefetch_row(xh + static_cast<int64_t>(c[i + kAhead]) * C, C);
-        }
+        prefetch_ahead(x, xh, c, i, nc, C);
         if (residual2(x + static_cast<int64_t>(c[i]) * C, xh + static_cast<int64_t>(c[i]) * C, C) > 0.f)
           mark_update(c[i]);
       }
@@ -298,10 +304,7 @@ std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
       const int64_t nc = changes.numel();
       touched.reserve(4 * nc);
       for (int64_t k = 0; k < nc; ++k) {
-        if (k + kAhead < nc) {
-          prefetch_row(x + static_cast<int64_t>(c[k + kAhead]) * C, C);
-          prefetch_row(xh + static_cast<int64_t>(c[k + kAhead]) * C, C);
-        }
+        prefetch_ahead(x, xh, c, k, nc, C);
         const int64_t i = c[k];
         const float v = residual2(x + i * C, xh + i * C, C);
         const double d = static_cast<double>(v) - static_cast<double>(r2[i]);
