@@ -364,11 +364,12 @@ def test_wrong_channel_count_is_rejected() -> None:
         skip(torch.rand(1, 3, 8, 8))
 
 
-def test_nan_input_is_rejected() -> None:
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_nan_or_infinite_input_is_rejected(bad: float) -> None:
     skip = convert(nn.Sequential(nn.Conv2d(1, 2, 3)))
     x = torch.rand(1, 1, 8, 8)
-    x[0, 0, 2, 2] = float("nan")
-    with pytest.raises(InvalidInputError, match="NaN"):
+    x[0, 0, 2, 2] = bad
+    with pytest.raises(InvalidInputError, match="NaN or infinite"):
         skip(x)
 
 

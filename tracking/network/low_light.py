@@ -54,7 +54,7 @@ class LowLight:
 
     def condition(self, image: np.ndarray) -> np.ndarray:
         """The uint8 (H, W) image the network should see."""
-        mean = float(image.mean())
+        mean = cv2.mean(image)[0]  # numpy's mean of a uint8 image converts it to float64 first: 20x slower
         if mean < COVERED_MEAN:
             return image
         if self.active and mean > BRIGHT_MEAN:
