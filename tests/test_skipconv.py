@@ -707,3 +707,53 @@ def test_a_layer_past_break_even_recomputes_from_its_true_input() -> None:
     assert float((second.xhat - first.out).abs().max()) == 0.0
     with torch.no_grad():
         assert float((skip(moved) - model(moved)).abs().max()) <= ATOL
+
+
+PLANNED = ["conv3x3_relu", "conv5x5_stride2", "conv_bn_relu", "residual", "concat_bilinear", "concat_nearest"]
+
+
+def _plan_and_python(model: nn.Module, sequence: list[torch.Tensor], **options) -> tuple[int, int]:
+    """Run ``sequence`` through a SkipModel with the frame plan and one without, asserting the same outputs and
+    stats on every frame; returns (frames the plan ran whole, frames it handed back to Python)."""
+    planned, python = convert(model, **options), convert(model, **options)
+    python.use_plan = False
+    assert planned.use_plan
+    whole = handed_back = 0
+    with torch.no_grad():
+        for x in sequence:
+            had_plan = planned._plan is not None
+            got = planned(x)
+            want = python(x)
+            got = got if isinstance(got, tuple) else (got,)
+            want = want if isinstance(want, tuple) else (want,)
+            assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+            assert planned.stats() == python.stats()
+            for a, b in zip(planned._convs, python._convs, strict=True):
+                assert (a.pending_count, a.next_streak, a.gate_dirty) == (b.pending_count, b.next_streak, b.gate_dirty)
+            if had_plan:
+                whole += planned._plan is not None
+                handed_back += planned._plan is None
+    return whole, handed_back
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.05])
+@pytest.mark.parametrize("name", PLANNED)
+def test_the_frame_plan_gives_what_the_python_layers_give(name: str, threshold: float) -> None:
+    torch.manual_seed(3)
+    whole, handed_back = _plan_and_python(MODELS[name]().eval(), frames(24, 32, 60), threshold=threshold)
+    assert whole >= 10  # the sparse frames ran in C++
+    assert handed_back >= 1  # and a complete change went back to the Python layers
+
+
+def test_the_frame_plan_matches_on_a_noisy_camera_with_the_noise_floor() -> None:
+    from tracking.skipconv.reference_net import ReferenceKeypointNet
+
+    model = ReferenceKeypointNet()
+    whole, _ = _plan_and_python(model, _noisy_scene(40, moving_patch=True), threshold=0.04, deep_scale=2.0)
+    assert whole >= 15
+
+
+def test_layers_the_plan_does_not_cover_run_in_python() -> None:
+    assert not convert(MODELS["pools_and_pointwise"]()).use_plan  # pooling, an unfused activation
+    assert not convert(MODELS["depthwise"]()).use_plan  # grouped convolution
+    assert not convert(MODELS["residual"](), backend=Backend.TORCH).use_plan  # the reference kernels have none

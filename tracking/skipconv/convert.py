@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.fx.experimental.optimization import fuse as fold_batchnorm
 
 from skiptrack_types import InvalidInputError
-from tracking.skipconv import break_even_cache
+from tracking.skipconv import break_even_cache, plan
 from tracking.skipconv.errors import UnsupportedOperationError
 from tracking.skipconv.gates import GateKind
 from tracking.skipconv.kernels import Backend, kernels_for
@@ -178,6 +178,11 @@ class SkipModel:
         self._since_streak: int | None = None  # per-layer frames since the last folded streak ended
         self._precision = "fp32"
         self._bf16: dict[str, torch.fx.GraphModule] = {}
+        # Sparse frames in one C++ call (tracking/skipconv/plan.py) where the kernels and the layers allow;
+        # ``use_plan = False`` runs every layer's step in Python (the same results: the tests compare the two).
+        self.use_plan = hasattr(self._ctx.kernels, "FramePlan") and plan.supported(layers)
+        self._plan: object | None = None
+        self._plan_ready = False  # the last frame ran no layer dense: the next may build a plan
 
     @property
     def precision(self) -> str:
@@ -242,6 +247,7 @@ class SkipModel:
 
     def _configure(self) -> None:
         """Give every convolution its threshold from the context again (after ε or the deep scale changed)."""
+        self._plan = None
         if self._resolution is not None:
             for conv in self._convs:
                 conv.configure(self._ctx)
@@ -258,6 +264,7 @@ class SkipModel:
     def reset(self) -> None:
         """Make the next frame a key frame."""
         self._resolution = None
+        self._plan = None
         self._all_dense_frames = self._folded_frames_left = 0
         self._next_folded = FOLDED_FRAMES
         self._since_streak = None
@@ -327,7 +334,9 @@ class SkipModel:
 
     def _count_all_dense(self) -> None:
         """Hand over to the folded graph after ALL_DENSE_FRAMES frames on which every convolution ran dense."""
-        all_dense = bool(self._convs) and all(c.stats.path is Path.DENSE for c in self._convs)
+        dense = [c.stats.path is Path.DENSE for c in self._convs]
+        self._plan_ready = not any(dense)
+        all_dense = bool(self._convs) and all(dense)
         if not all_dense:
             self._all_dense_frames = 0
             return
@@ -344,6 +353,7 @@ class SkipModel:
         """One frame of the whole-model dense streak: the folded graph's output (exact at fp32 ``precision``), every
         layer counted dense. The layers' state is not kept meanwhile, so the frame after the streak is a key frame."""
         self._folded_frames_left -= 1
+        self._plan = None
         if not self._folded_frames_left:
             self._resolution = None
             self._since_streak = 0
@@ -356,6 +366,7 @@ class SkipModel:
 
     def _key_frame(self, resolution: tuple[int, int]) -> None:
         self._all_dense_frames = self._folded_frames_left = 0  # a new resolution ends a folded streak too
+        self._plan = None
         if resolution != self._resolution:
             self._ctx.scratch.clear()
         try:
@@ -396,6 +407,7 @@ class SkipModel:
     @profile.setter
     def profile(self, on: bool) -> None:
         self._ctx.timings = {} if on else None
+        self._plan = None
 
     def _step(self) -> None:
         changes: list[Positions] = [EVERYWHERE] * len(self.layers)
@@ -407,7 +419,15 @@ class SkipModel:
                 layer.idle()
             self._first_changes = torch.zeros(0, dtype=torch.int32)
             return
-        for index, layer in enumerate(self.layers[1:], start=1):
+        start = 1
+        if self._plan is None and self._plan_ready and self.use_plan and self._ctx.timings is None:
+            self._plan = plan.build(self._ctx.kernels, self.layers, self._ctx)
+        if self._plan is not None:
+            start, whole = plan.run(self._plan, self.layers, changes, self._ctx)
+            if not whole:
+                self._plan = None  # Python took the frame over: its layers may replace the tensors the plan holds
+        for index in range(start, len(self.layers)):
+            layer = self.layers[index]
             xs = [self.layers[i] for i in layer.inputs]
             t = time.perf_counter()
             changes[index] = layer.step(xs, [changes[i] for i in layer.inputs], self._ctx)

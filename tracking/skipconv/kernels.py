@@ -154,6 +154,7 @@ class CppKernels:
     def __init__(self, module: object) -> None:
         for name in KERNEL_FUNCTIONS:
             setattr(self, name, getattr(module, name))
+        self.FramePlan = module.FramePlan  # a whole sparse frame in one call (tracking/skipconv/plan.py)
 
 
 class TorchKernels:

@@ -457,10 +457,7 @@ class ConvLayer(Layer):
             # refresh the next frames most likely will too: past break-even, skip the bookkeeping.
             self.dense_frames_left = max(0, self.dense_frames_left - 1)
             return self._refresh_dense(x, ctx, t, ho * wo, dense_macs)
-        if self.xhat_shared:
-            self.xhat_hwc = self.xhat_hwc.clone()
-            self.xhat = wrap(self.xhat_hwc)
-            self.xhat_shared = False
+        self.own_reference()
         scratch = ctx.scratch
         eps2 = self.eps2_block
         if eps2 > 0.0 and self.reads_camera and ctx.noise_margin > 0.0:
@@ -468,8 +465,7 @@ class ConvLayer(Layer):
             # Noise alone gives a block an energy of noise_energy · field on average, chi-square distributed with
             # field · C degrees of freedom: the floor sits at its 1-in-10⁴ tail, which a block of few pixels
             # reaches at a larger multiple of the mean than a block of many.
-            tail = _chi2_quantile(1.0 - NOISE_FALSE_FIRE, self.block_field * self.in_channels)
-            eps2 = max(eps2, ctx.noise_margin * tail * ctx.noise_energy * self.block_field)
+            eps2 = max(eps2, ctx.noise_margin * self.noise_tail() * ctx.noise_energy * self.block_field)
         everywhere = change is EVERYWHERE or self.energy_stale
         self.energy_stale = False
         self.gate_dirty = self.gate_dirty or eps2 > 0.0
@@ -492,6 +488,26 @@ class ConvLayer(Layer):
             UPDATE_FLOOR * eps2 / self.block_field if eps2 > 0.0 and not self.reads_camera else 0.0,
         )
         t = ctx.add_time("mask", t)
+        return self.after_gate(x, ctx, t, active, n_updated, refresh)
+
+    def own_reference(self) -> None:
+        """Give X̂ a buffer of its own if it still shares its producer's (before the gate writes into it)."""
+        if self.xhat_shared:
+            self.xhat_hwc = self.xhat_hwc.clone()
+            self.xhat = wrap(self.xhat_hwc)
+            self.xhat_shared = False
+
+    def noise_tail(self) -> float:
+        """The sensor-noise energy of a gate block at its 1-in-10⁴ tail, as a multiple of its mean (``step``)."""
+        return _chi2_quantile(1.0 - NOISE_FALSE_FIRE, self.block_field * self.in_channels)
+
+    def after_gate(
+        self, x: Layer, ctx: Context, t: float, active: torch.Tensor, n_updated: int, refresh: bool
+    ) -> Positions:
+        """The rest of ``step`` once the gate has chosen ``active`` (``FramePlan`` hands a frame back here when a
+        layer's gate asks for more than a sparse update)."""
+        ho, wo = self.geom[8], self.geom[9]
+        dense_macs = ho * wo * self.macs_per_position
         n = active.numel()
         dense_above = min(self.break_even, ctx.camera_wide_change) if self.reads_camera else self.break_even
         if refresh or n > dense_above * ho * wo:

@@ -46,14 +46,14 @@ class GridScratch:
             self._stamps[key] = torch.zeros(height * width, dtype=torch.int32)
         return self._stamps[key]
 
-    def stamp(self) -> int:
-        """A stamp no array holds yet."""
-        if self._next >= _STAMP_LIMIT:
+    def stamp(self, count: int = 1) -> int:
+        """A stamp no array holds yet; with ``count``, the first of that many consecutive ones."""
+        if self._next + count > _STAMP_LIMIT:
             for arr in self._stamps.values():
                 arr.zero_()
             self._next = 1
-        self._next += 1
-        return self._next - 1
+        self._next += count
+        return self._next - count
 
     def everywhere(self, height: int, width: int) -> torch.Tensor:
         """Every position of that grid, as a position list (cached)."""

@@ -675,6 +675,187 @@ void upsample_at(const at::Tensor& X, at::Tensor& Z, const at::Tensor& positions
   });
 }
 
+// A whole sparse frame of a converted network in one call (tracking/skipconv/plan.py builds it from the layers).
+// Each step is one layer past the input, in the graph's order, holding the same tensors as its Python layer (its
+// inputs' and its own output map, X̂ and the gate state), so the per-layer rules of tracking/skipconv/layers.py run
+// here without Python between the kernels, and without the GIL: two cameras' networks run in parallel threads.
+// `run` stops at the first layer that needs more than a sparse update (a dense run, a refresh the gate asks for,
+// a change too broad for the sparse path): the caller runs that layer and the rest in Python.
+class FramePlan {
+ public:
+  enum Kind : int64_t { kGated = 0, kFollow = 1, kBinary = 2, kUpsample = 3 };
+  enum Column : int64_t { kPath, kActive, kPositions, kMacs, kDenseMacs, kUpdated, kPending, kRanGate, kColumns };
+  enum PathCode : int64_t { kIdle = 0, kSparse = 1 };
+
+  explicit FramePlan(int64_t layers) : steps_(layers) {}
+
+  void add_conv(int64_t index, bool gated, std::vector<int64_t> inputs, at::Tensor x, at::Tensor out, at::Tensor xhat,
+                at::Tensor r2, at::Tensor energy, at::Tensor st_in, at::Tensor st_out, at::Tensor st_blk,
+                std::vector<int64_t> geometry, double eps2_block, double noise_tail, double block_field,
+                double update_floor, int64_t block, double break_even, bool broad_bails, bool reads_camera,
+                int64_t pending, at::Tensor weight, at::Tensor bias, int64_t act, int64_t macs_per_position) {
+    Step& s = at_index(index);
+    s.kind = gated ? kGated : kFollow;
+    s.inputs = std::move(inputs);
+    s.x = {x};
+    s.out = out;
+    s.xhat = xhat;
+    s.r2 = r2;
+    s.energy = energy;
+    s.st_in = st_in;
+    s.st_out = st_out;
+    s.st_blk = st_blk;
+    s.geometry = std::move(geometry);
+    s.eps2_block = eps2_block;
+    s.noise_tail = noise_tail;
+    s.block_field = block_field;
+    s.update_floor = update_floor;
+    s.block = block;
+    s.break_even = break_even;
+    s.broad_bails = broad_bails;
+    s.reads_camera = reads_camera;
+    s.pending = pending;
+    s.weight = weight;
+    s.bias = bias;
+    s.act = act;
+    s.macs_per_position = macs_per_position;
+  }
+
+  void add_binary(int64_t index, std::vector<int64_t> inputs, at::Tensor a, at::Tensor b, at::Tensor out,
+                  at::Tensor stamps, int64_t op, int64_t act) {
+    Step& s = at_index(index);
+    s.kind = kBinary;
+    s.inputs = std::move(inputs);
+    s.x = {a, b};
+    s.out = out;
+    s.stamps = stamps;
+    s.op = op;
+    s.act = act;
+  }
+
+  void add_upsample(int64_t index, std::vector<int64_t> inputs, at::Tensor x, at::Tensor out, at::Tensor stamps,
+                    int64_t factor, bool bilinear, bool align_corners) {
+    Step& s = at_index(index);
+    s.kind = kUpsample;
+    s.inputs = std::move(inputs);
+    s.x = {x};
+    s.out = out;
+    s.stamps = stamps;
+    s.factor = factor;
+    s.bilinear = bilinear;
+    s.align = align_corners;
+  }
+
+  // One frame: `first` the input layer's changed positions, stamps from `stamp` on (at most one per layer), the
+  // context's noise margin and energy and the camera layer's wide-change fraction. Returns (layer it stopped at,
+  // or the layer count; every layer's changed positions up to it; whether that layer's gate ran, and its result:
+  // outputs, inputs updated, pending, refresh; the stats rows (layers, kColumns) int64 of the layers it ran).
+  std::tuple<int64_t, std::vector<at::Tensor>, bool, at::Tensor, int64_t, int64_t, bool, at::Tensor> run(
+      const at::Tensor& first, int64_t stamp, double noise_margin, double noise_energy, double camera_wide_change) {
+    const int64_t n = static_cast<int64_t>(steps_.size());
+    std::vector<at::Tensor> changes(n);
+    changes[0] = first;
+    auto stats = at::zeros({n, kColumns}, at::kLong);
+    int64_t* st = stats.data_ptr<int64_t>();
+    auto record = [&](int64_t i, int64_t path, int64_t active, int64_t positions, int64_t macs, int64_t dense,
+                      int64_t updated, int64_t pending) {
+      int64_t* r = st + i * kColumns;
+      r[kPath] = path;
+      r[kActive] = active;
+      r[kPositions] = positions;
+      r[kMacs] = macs;
+      r[kDenseMacs] = dense;
+      r[kUpdated] = updated;
+      r[kPending] = pending;
+    };
+    const at::Tensor none = at::empty({0}, at::kInt);
+    for (int64_t i = 1; i < n; ++i) {
+      Step& s = steps_[i];
+      const int64_t ho = s.out.size(0), wo = s.out.size(1);
+      if (s.kind == kGated || s.kind == kFollow) {
+        const at::Tensor& c = changes[s.inputs[0]];
+        const int64_t dense_macs = ho * wo * s.macs_per_position;
+        if (s.kind == kFollow) {
+          if (static_cast<double>(c.numel()) > s.break_even * static_cast<double>(ho * wo))
+            return {i, changes, false, none, 0, 0, false, stats};
+          const int64_t count = c.numel();
+          if (count) conv_rows(s.x[0], c, s.geometry, s.weight, s.bias, s.out, s.act);
+          record(i, count ? kSparse : kIdle, count, ho * wo, count * s.macs_per_position, dense_macs, count, 0);
+          changes[i] = c;
+          continue;
+        }
+        if (c.numel() == 0) {
+          record(i, kIdle, 0, ho * wo, 0, dense_macs, 0, s.pending);
+          changes[i] = c;
+          continue;
+        }
+        const int64_t hi = s.x[0].size(0), wi = s.x[0].size(1);
+        const bool broad = static_cast<double>(c.numel()) > s.break_even * static_cast<double>(hi) * wi;
+        if (broad && s.broad_bails) return {i, changes, false, none, 0, 0, false, stats};
+        double eps2 = s.eps2_block;
+        if (eps2 > 0.0 && s.noise_tail > 0.0 && noise_margin > 0.0)
+          eps2 = std::max(eps2, noise_margin * s.noise_tail * noise_energy * s.block_field);
+        const double floor = eps2 > 0.0 && !s.reads_camera ? s.update_floor * eps2 / s.block_field : 0.0;
+        auto [active, updated, pending, refresh] =
+            select_update(s.x[0], s.xhat, c, false, s.r2, s.energy, s.st_in, s.st_out, s.st_blk, stamp++,
+                          s.geometry, eps2, s.block, s.break_even, s.pending, floor);
+        s.pending = pending;
+        st[i * kColumns + kRanGate] = eps2 > 0.0 ? 2 : 1;  // the gate ran (2: at a threshold, its state dirty)
+        const int64_t count = active.numel();
+        const double dense_above = s.reads_camera ? std::min(s.break_even, camera_wide_change) : s.break_even;
+        if (refresh || static_cast<double>(count) > dense_above * static_cast<double>(ho) * wo)
+          return {i, changes, true, active, updated, pending, refresh, stats};
+        if (count) conv_rows(s.xhat, active, s.geometry, s.weight, s.bias, s.out, s.act);
+        record(i, count ? kSparse : kIdle, count, ho * wo, count * s.macs_per_position, dense_macs, updated,
+               pending);
+        changes[i] = active;
+      } else if (s.kind == kBinary) {
+        std::vector<at::Tensor> live;
+        for (int64_t j : s.inputs)
+          if (changes[j].numel()) live.push_back(changes[j]);
+        at::Tensor active = live.empty() ? changes[s.inputs[0]]
+                                         : (live.size() == 1 ? live[0] : union_positions(live, s.stamps, stamp++));
+        if (active.numel()) binary_positions(s.x[0], s.x[1], s.out, active, s.op, s.act);
+        record(i, active.numel() ? kSparse : kIdle, active.numel(), ho * wo, 0, 0, 0, 0);
+        changes[i] = active;
+      } else {
+        const at::Tensor& c = changes[s.inputs[0]];
+        if (c.numel() == 0) {
+          record(i, kIdle, 0, ho * wo, 0, 0, 0, 0);
+          changes[i] = c;
+          continue;
+        }
+        const int64_t radius = s.bilinear ? 1 : 0;
+        at::Tensor active =
+            upsample_positions(c, s.x[0].size(1), s.factor, radius, ho, wo, s.stamps, stamp++);
+        upsample_at(s.x[0], s.out, active, s.factor, s.bilinear, s.align);
+        record(i, kSparse, active.numel(), ho * wo, 0, 0, 0, 0);
+        changes[i] = active;
+      }
+    }
+    return {n, changes, false, none, 0, 0, false, stats};
+  }
+
+ private:
+  struct Step {
+    int64_t kind = -1;
+    std::vector<int64_t> inputs;
+    std::vector<at::Tensor> x;
+    at::Tensor out, xhat, r2, energy, st_in, st_out, st_blk, weight, bias, stamps;
+    std::vector<int64_t> geometry;
+    double eps2_block = 0.0, noise_tail = 0.0, block_field = 1.0, update_floor = 0.0, break_even = 1.0;
+    int64_t block = 1, act = 0, macs_per_position = 0, pending = 0, op = 0, factor = 1;
+    bool broad_bails = false, reads_camera = false, bilinear = false, align = false;
+  };
+
+  Step& at_index(int64_t index) {
+    TORCH_CHECK(index >= 1 && index < static_cast<int64_t>(steps_.size()), "plan step index out of range");
+    return steps_[index];
+  }
+
+  std::vector<Step> steps_;
+};
+
 // The kernels touch no Python object: they release the GIL, so that two cameras' networks run in parallel threads.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("select_update", &select_update, py::call_guard<py::gil_scoped_release>());
@@ -688,4 +869,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("copy_positions", &copy_positions, py::call_guard<py::gil_scoped_release>());
   m.def("binary_positions", &binary_positions, py::call_guard<py::gil_scoped_release>());
   m.def("upsample_at", &upsample_at, py::call_guard<py::gil_scoped_release>());
+  py::class_<FramePlan>(m, "FramePlan")
+      .def(py::init<int64_t>())
+      .def("add_conv", &FramePlan::add_conv)
+      .def("add_binary", &FramePlan::add_binary)
+      .def("add_upsample", &FramePlan::add_upsample)
+      .def("run", &FramePlan::run, py::call_guard<py::gil_scoped_release>());
 }
