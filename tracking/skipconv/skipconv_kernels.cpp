@@ -869,7 +869,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("copy_positions", &copy_positions, py::call_guard<py::gil_scoped_release>());
   m.def("binary_positions", &binary_positions, py::call_guard<py::gil_scoped_release>());
   m.def("upsample_at", &upsample_at, py::call_guard<py::gil_scoped_release>());
-  py::class_<FramePlan>(m, "FramePlan")
+  py::class_<FramePlan>(m, "FramePlan", py::module_local())
       .def(py::init<int64_t>())
       .def("add_conv", &FramePlan::add_conv)
       .def("add_binary", &FramePlan::add_binary)
