@@ -694,11 +694,7 @@ class FramePlan {
                 std::vector<int64_t> geometry, double eps2_block, double noise_tail, double block_field,
                 double update_floor, int64_t block, double break_even, bool broad_bails, bool reads_camera,
                 int64_t pending, at::Tensor weight, at::Tensor bias, int64_t act, int64_t macs_per_position) {
-    Step& s = at_index(index);
-    s.kind = gated ? kGated : kFollow;
-    s.inputs = std::move(inputs);
-    s.x = {x};
-    s.out = out;
+    Step& s = begin(index, gated ? kGated : kFollow, std::move(inputs), {x}, out);
     s.xhat = xhat;
     s.r2 = r2;
     s.energy = energy;
@@ -723,11 +719,7 @@ class FramePlan {
 
   void add_binary(int64_t index, std::vector<int64_t> inputs, at::Tensor a, at::Tensor b, at::Tensor out,
                   at::Tensor stamps, int64_t op, int64_t act) {
-    Step& s = at_index(index);
-    s.kind = kBinary;
-    s.inputs = std::move(inputs);
-    s.x = {a, b};
-    s.out = out;
+    Step& s = begin(index, kBinary, std::move(inputs), {a, b}, out);
     s.stamps = stamps;
     s.op = op;
     s.act = act;
@@ -735,11 +727,7 @@ class FramePlan {
 
   void add_upsample(int64_t index, std::vector<int64_t> inputs, at::Tensor x, at::Tensor out, at::Tensor stamps,
                     int64_t factor, bool bilinear, bool align_corners) {
-    Step& s = at_index(index);
-    s.kind = kUpsample;
-    s.inputs = std::move(inputs);
-    s.x = {x};
-    s.out = out;
+    Step& s = begin(index, kUpsample, std::move(inputs), {x}, out);
     s.stamps = stamps;
     s.factor = factor;
     s.bilinear = bilinear;
@@ -848,9 +836,15 @@ class FramePlan {
     bool broad_bails = false, reads_camera = false, bilinear = false, align = false;
   };
 
-  Step& at_index(int64_t index) {
+  // The fields every kind of step has.
+  Step& begin(int64_t index, Kind kind, std::vector<int64_t> inputs, std::vector<at::Tensor> x, at::Tensor out) {
     TORCH_CHECK(index >= 1 && index < static_cast<int64_t>(steps_.size()), "plan step index out of range");
-    return steps_[index];
+    Step& s = steps_[index];
+    s.kind = kind;
+    s.inputs = std::move(inputs);
+    s.x = std::move(x);
+    s.out = std::move(out);
+    return s;
   }
 
   std::vector<Step> steps_;
