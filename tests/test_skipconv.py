@@ -757,3 +757,11 @@ def test_layers_the_plan_does_not_cover_run_in_python() -> None:
     assert not convert(MODELS["pools_and_pointwise"]()).use_plan  # pooling, an unfused activation
     assert not convert(MODELS["depthwise"]()).use_plan  # grouped convolution
     assert not convert(MODELS["residual"](), backend=Backend.TORCH).use_plan  # the reference kernels have none
+
+
+def test_a_frame_plan_missing_a_layer_raises_instead_of_crashing() -> None:
+    from tracking.skipconv.kernels import load_cpp
+
+    plan = load_cpp().FramePlan(2)  # the input and one layer, which was never added
+    with pytest.raises(RuntimeError, match="never added"):
+        plan.run(torch.zeros(1, dtype=torch.int32), 1, 0.0, 0.0, 0.25)

@@ -759,6 +759,7 @@ class FramePlan {
     const at::Tensor none = at::empty({0}, at::kInt);
     for (int64_t i = 1; i < n; ++i) {
       Step& s = steps_[i];
+      TORCH_CHECK(s.kind >= 0, "frame plan: layer ", i, " was never added");
       const int64_t ho = s.out.size(0), wo = s.out.size(1);
       if (s.kind == kGated || s.kind == kFollow) {
         const at::Tensor& c = changes[s.inputs[0]];
