@@ -26,20 +26,16 @@ def test_window_gather_and_dilation_agree(geometry: tuple) -> None:
     outs = positions(n_out, n_out // 3, 0)
     assert torch.equal(CPP.gather_windows(x, outs, geometry, -1.0), REF.gather_windows(x, outs, geometry, -1.0))
     ins = positions(99, 20, 1)
-    stamps = torch.zeros(n_out, dtype=torch.int32)
-    assert torch.equal(
-        CPP.dilate_positions(ins, 9, 11, stamps, 7, geometry), REF.dilate_positions(ins, 9, 11, stamps, 7, geometry)
-    )
+    assert torch.equal(CPP.dilate_positions(ins, 9, 11, geometry), REF.dilate_positions(ins, 9, 11, geometry))
 
 
 @pytest.mark.parametrize("mode", ["nearest", "bilinear", "bilinear_align"])
 def test_upsampling_at_positions_agrees(mode: str) -> None:
     x = torch.rand(5, 7, 3)
     ins = positions(35, 6, 2)
-    stamps = torch.zeros(10 * 14, dtype=torch.int32)
     radius = 0 if mode == "nearest" else 1
-    outs = CPP.upsample_positions(ins, 7, 2, radius, 10, 14, stamps, 3)
-    assert torch.equal(outs, REF.upsample_positions(ins, 7, 2, radius, 10, 14, stamps, 3))
+    outs = CPP.upsample_positions(ins, 7, 2, radius, 10, 14)
+    assert torch.equal(outs, REF.upsample_positions(ins, 7, 2, radius, 10, 14))
     z_cpp, z_ref = torch.zeros(10, 14, 3), torch.zeros(10, 14, 3)
     CPP.upsample_at(x, z_cpp, outs, 2, mode != "nearest", mode == "bilinear_align")
     REF.upsample_at(x, z_ref, outs, 2, mode != "nearest", mode == "bilinear_align")
@@ -112,8 +108,7 @@ def test_incremental_gate_matches_a_full_recompute_over_a_sequence(stride: int, 
         states[name] = dict(
             xhat=x.clone(), r2=torch.zeros(h * w), energy=torch.zeros(n_blocks, dtype=torch.float64), pending=0
         )
-    stamps = [torch.zeros(h * w, dtype=torch.int32), torch.zeros(ho * wo, dtype=torch.int32)]
-    stamps.append(torch.zeros(n_blocks, dtype=torch.int32))
+    stamps = [torch.zeros(h * w, dtype=torch.int32), torch.zeros(n_blocks, dtype=torch.int32)]
     fired_frames = 0
     for frame in range(1, 30):
         count = 20 if c == 1 and frame % 2 == 0 else 12  # one channel: 20 of 270 changed take the full pass
@@ -174,3 +169,17 @@ def test_a_killed_build_does_not_block_the_next_one(tmp_path) -> None:
     started = time.monotonic()
     with _build_lock(tmp_path):
         assert time.monotonic() - started < 1.0
+
+
+def test_position_sets_stay_exact_over_calls_on_grids_of_different_sizes() -> None:
+    """The C++ kernels collect sets in one byte mask per thread: a call must leave it clear for the next, on a
+    smaller grid as on a larger one."""
+    small, large = (3, 3, 1, 1, 1, 1, 1, 1, 6, 7), (3, 3, 2, 2, 1, 1, 1, 1, 20, 25)
+    for seed, (geometry, hi, wi) in enumerate([(large, 40, 50), (small, 6, 7), (large, 40, 50), (small, 6, 7)]):
+        ins = positions(hi * wi, 1 + hi * wi // 5, seed)
+        assert torch.equal(CPP.dilate_positions(ins, hi, wi, geometry), REF.dilate_positions(ins, hi, wi, geometry))
+        n = geometry[8] * geometry[9]
+        lists = [positions(n, n // 4, seed + 10), positions(n, 3, seed + 20), positions(n, n // 2, seed + 30)]
+        assert torch.equal(CPP.union_positions(lists, n), REF.union_positions(lists, n))
+        assert torch.equal(CPP.upsample_positions(ins, wi, 2, 1, 2 * hi, 2 * wi),
+                           REF.upsample_positions(ins, wi, 2, 1, 2 * hi, 2 * wi))  # fmt: skip

@@ -163,7 +163,7 @@ class KeypointModel:
         self._size = (image.shape[1], image.shape[0])
         x = to_input(self._condition(image))
         t0, cpu0 = time.perf_counter(), time.process_time()
-        outputs = self.engine(x)
+        outputs = self.engine(x, known_finite=True)  # a uint8 image / 255
         self.last_network_s = time.perf_counter() - t0
         self.last_network_cpu_s = time.process_time() - cpu0
         return tuple(o[0] for o in outputs)

@@ -6,8 +6,8 @@ plain PyTorch: the reference that the tests compare the C++ path against, and th
 
 Conventions shared by both: a feature map is an (H, W, C) float32 contiguous tensor (the NHWC memory of a
 channels_last (1, C, H, W) tensor); positions are int32 flat indices ``y * W + x``, sorted ascending; ``geometry``
-is ``(kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)`` of a convolution or pooling window; stamp arrays are int32 per grid
-position and a call marks with its own unique ``stamp`` so nothing needs clearing.
+is ``(kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)`` of a convolution or pooling window; the gate's stamp arrays are int32
+per grid position and a call marks with its own unique ``stamp`` so nothing needs clearing.
 """
 
 from __future__ import annotations
@@ -71,7 +71,6 @@ class Kernels(Protocol):
         r2: torch.Tensor,
         energy: torch.Tensor,
         stamp_in: torch.Tensor,
-        stamp_out: torch.Tensor,
         stamp_blocks: torch.Tensor,
         stamp: int,
         geometry: Geometry,
@@ -86,9 +85,7 @@ class Kernels(Protocol):
         block only inputs whose residual is at least ``update_floor`` update."""
         ...
 
-    def dilate_positions(
-        self, inputs: torch.Tensor, Hi: int, Wi: int, stamp_out: torch.Tensor, stamp: int, geometry: Geometry
-    ) -> torch.Tensor: ...
+    def dilate_positions(self, inputs: torch.Tensor, Hi: int, Wi: int, geometry: Geometry) -> torch.Tensor: ...
 
     def upsample_positions(
         self,
@@ -98,11 +95,11 @@ class Kernels(Protocol):
         radius: int,
         Ho: int,
         Wo: int,
-        stamp_out: torch.Tensor,
-        stamp: int,
     ) -> torch.Tensor: ...
 
-    def union_positions(self, lists: list[torch.Tensor], stamp_arr: torch.Tensor, stamp: int) -> torch.Tensor: ...
+    def union_positions(self, lists: list[torch.Tensor], n: int) -> torch.Tensor:
+        """Sorted union of position lists over one grid of ``n`` positions."""
+        ...
 
     def gather_windows(
         self, X: torch.Tensor, outputs: torch.Tensor, geometry: Geometry, pad_value: float
@@ -176,7 +173,7 @@ class TorchKernels:
                 dst.append((ty[ok] // sh) * Wo + tx[ok] // sw)
         return torch.cat(src), torch.cat(dst)
 
-    def select_update(self, X, Xhat, changes, all_changed, r2, energy, s_in, s_out, s_blk, stamp, geometry, *rest):
+    def select_update(self, X, Xhat, changes, all_changed, r2, energy, s_in, s_blk, stamp, geometry, *rest):
         """Recomputes every block's energy from the whole r2 state: same results as the incremental C++ gate."""
         eps2, block, refresh, _, floor = rest
         Hi, Wi, C = X.shape
@@ -218,11 +215,11 @@ class TorchKernels:
         energy.index_add_(0, pblk, r2[changed][psrc].double())
         return energy, changed, psrc, pblk
 
-    def dilate_positions(self, inputs, Hi, Wi, stamp_out, stamp, geometry):
+    def dilate_positions(self, inputs, Hi, Wi, geometry):
         _, dst = self._outputs_of(inputs, Wi, geometry)
         return torch.unique(dst).int()
 
-    def upsample_positions(self, inputs, Wi, factor, radius, Ho, Wo, stamp_out, stamp):
+    def upsample_positions(self, inputs, Wi, factor, radius, Ho, Wo):
         p = inputs.long()
         y, x = p // Wi, p % Wi
         span = torch.arange(-radius * factor, (1 + radius) * factor)
@@ -231,7 +228,7 @@ class TorchKernels:
         ok = (oy >= 0) & (oy < Ho) & (ox >= 0) & (ox < Wo)
         return torch.unique((oy * Wo + ox)[ok]).int()
 
-    def union_positions(self, lists, stamp_arr, stamp):
+    def union_positions(self, lists, n):
         return torch.unique(torch.cat([t.long() for t in lists])).int()
 
     def gather_windows(self, X, outputs, geometry, pad_value):

@@ -403,7 +403,6 @@ class ConvLayer(Layer):
         # The grids' stamp arrays, looked up once per key frame (they last until the resolution changes).
         self.dense_frames_left, self.next_streak = 0, self.DENSE_STREAK
         self.input_stamps = ctx.scratch.stamps(*x.size, "in")
-        self.output_stamps = ctx.scratch.stamps(self.geom[8], self.geom[9], "out")
         self._refresh(x, ctx)
         self.sigma = float(self.xhat.pow(2).mean().sqrt())
         self.configure(ctx)
@@ -477,7 +476,6 @@ class ConvLayer(Layer):
             self.r2,
             self.energy,
             self.input_stamps,
-            self.output_stamps,
             self.block_stamps,
             scratch.stamp(),
             self.geom,
@@ -661,7 +659,7 @@ def _union(changes: list[torch.Tensor], size: tuple[int, int], ctx: Context) -> 
         return changes[0]
     if len(live) == 1:
         return live[0]
-    return ctx.kernels.union_positions(live, ctx.scratch.stamps(*size), ctx.scratch.stamp())
+    return ctx.kernels.union_positions(live, size[0] * size[1])
 
 
 class ConcatLayer(Layer):
@@ -721,9 +719,7 @@ class PoolLayer(Layer):
             return change
         x = xs[0]
         h, w = self.size
-        active = ctx.kernels.dilate_positions(
-            change, x.size[0], x.size[1], ctx.scratch.stamps(h, w), ctx.scratch.stamp(), self.geom
-        )
+        active = ctx.kernels.dilate_positions(change, x.size[0], x.size[1], self.geom)
         pad = float("-inf") if self.kind == "max" else 0.0
         cols = ctx.kernels.gather_windows(x.hwc, active, self.geom, pad).view(active.numel(), -1, x.out.shape[1])
         values = cols.amax(1) if self.kind == "max" else cols.mean(1)
@@ -758,8 +754,7 @@ class UpsampleLayer(Layer):
         wi = x.size[1]
         ho, wo = self.size
         radius = 1 if self.mode == "bilinear" else 0
-        stamps = ctx.scratch.stamps(ho, wo)
-        active = ctx.kernels.upsample_positions(change, wi, self.factor, radius, ho, wo, stamps, ctx.scratch.stamp())
+        active = ctx.kernels.upsample_positions(change, wi, self.factor, radius, ho, wo)
         ctx.kernels.upsample_at(
             x.hwc, self.writable(), active, self.factor, self.mode == "bilinear", self.align_corners
         )

@@ -2,8 +2,9 @@
 
 An active set is a sorted int32 tensor of flat positions ``y * W + x`` on one grid, or ``EVERYWHERE`` (``None``)
 when every position is active (key frames). Sets are derived layer to layer from the producer's set in O(active)
-work; the stamp arrays that make that possible are allocated once per resolution and shared by every layer on that
-grid, so no layer touches a full-size tensor on a sparse frame.
+work: the kernels collect a set in a byte mask of their own (``skipconv_kernels.cpp``, ``PositionMask``), and the
+gates mark inputs and blocks in stamp arrays allocated once per resolution and shared by every layer on that grid,
+so no layer touches a full-size tensor on a sparse frame.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def count(positions: Positions, height: int, width: int) -> int:
 
 
 class GridScratch:
-    """Stamp arrays per grid size and the stamp counter that makes each marking pass unique.
+    """The gates' stamp arrays per grid size and the stamp counter that makes each marking pass unique.
 
     A kernel marks position ``p`` of a grid by writing its stamp into ``stamps(h, w)[p]``; the next pass uses a new
     stamp, so the arrays are never cleared. Layers on the same grid share one array because they run one at a time.
@@ -38,9 +39,9 @@ class GridScratch:
         self._next = 1
         self.none = empty_positions()
 
-    def stamps(self, height: int, width: int, role: str = "out") -> torch.Tensor:
-        """The (height * width,) int32 stamp array of that grid; ``role`` keeps a layer's input and output marks
-        apart when both grids have the same size."""
+    def stamps(self, height: int, width: int, role: str) -> torch.Tensor:
+        """The (height * width,) int32 stamp array of that grid for ``role`` ("in": a gate's inputs, "blocks": its
+        blocks), so that a layer's two kinds of marks stay apart when both grids have the same size."""
         key = (height, width, role)
         if key not in self._stamps:
             self._stamps[key] = torch.zeros(height * width, dtype=torch.int32)

@@ -52,15 +52,11 @@ def build(module: object, layers: list[Layer], ctx: Context) -> object | None:
         if isinstance(layer, ConvLayer):
             _add_conv(plan, index, layer, xs[0], ctx)
         elif isinstance(layer, BinaryLayer):
-            stamps = ctx.scratch.stamps(*layer.size)
             code = layer.act.code if layer.act else 0
-            plan.add_binary(index, layer.inputs, xs[0].hwc, xs[1].hwc, layer.hwc, stamps, layer.CODES[layer.op], code)
+            plan.add_binary(index, layer.inputs, xs[0].hwc, xs[1].hwc, layer.hwc, layer.CODES[layer.op], code)
         else:
-            stamps = ctx.scratch.stamps(*layer.size)
             bilinear = layer.mode == "bilinear"
-            plan.add_upsample(
-                index, layer.inputs, xs[0].hwc, layer.hwc, stamps, layer.factor, bilinear, layer.align_corners
-            )
+            plan.add_upsample(index, layer.inputs, xs[0].hwc, layer.hwc, layer.factor, bilinear, layer.align_corners)
     return plan
 
 
@@ -70,7 +66,7 @@ def _add_conv(plan: object, index: int, layer: ConvLayer, x: Layer, ctx: Context
         layer.xhat, layer.xhat_hwc = x.out, x.hwc
         none = ctx.scratch.none
         plan.add_conv(
-            index, False, layer.inputs, x.hwc, layer.hwc, x.hwc, none, none, none, none, none, list(layer.geom),
+            index, False, layer.inputs, x.hwc, layer.hwc, x.hwc, none, none, none, none, list(layer.geom),
             0.0, 0.0, 1.0, 0.0, 1, layer.break_even, False, False, 0, layer.wmat_lanes, layer.bias_lanes, act,
             layer.macs_per_position,
         )  # fmt: skip
@@ -79,7 +75,7 @@ def _add_conv(plan: object, index: int, layer: ConvLayer, x: Layer, ctx: Context
     tail = layer.noise_tail() if layer.reads_camera else 0.0
     plan.add_conv(
         index, True, layer.inputs, x.hwc, layer.hwc, layer.xhat_hwc, layer.r2, layer.energy, layer.input_stamps,
-        layer.output_stamps, layer.block_stamps, list(layer.geom), layer.eps2_block, tail, float(layer.block_field),
+        layer.block_stamps, list(layer.geom), layer.eps2_block, tail, float(layer.block_field),
         UPDATE_FLOOR, layer.block_used, layer.break_even, exact or layer.dense_frames_left > 0, layer.reads_camera,
         layer.pending_count, layer.wmat_lanes, layer.bias_lanes, act, layer.macs_per_position,
     )  # fmt: skip

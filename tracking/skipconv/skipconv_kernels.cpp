@@ -1,8 +1,9 @@
 // Sparse bookkeeping and compute kernels for the skip-convolution engine (tracking/skipconv).
 //
 // Layout: every feature map is one NHWC image with batch 1, seen here as (H, W, C) float32, C-contiguous.
-// Position lists are int32 flat indices y * W + x, sorted ascending. "Stamp" arrays are int32 per position of a
-// grid; a position is marked in one call by writing that call's unique stamp, so nothing is ever cleared.
+// Position lists are int32 flat indices y * W + x, sorted ascending. The gate's "stamp" arrays are int32 per
+// position of a grid; a position is marked in one call by writing that call's unique stamp, so nothing is ever
+// cleared. Output position sets are collected in a byte mask (`PositionMask`).
 
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
@@ -77,37 +78,56 @@ struct AxisMap {
   const int32_t* end(int64_t i) const { return &items[i * taps] + count[i]; }
 };
 
-// Marks every output touched by `inputs` and returns them sorted. Dense sets are collected by one scan of the
-// stamp array, sparse ones by sorting the marked list: whichever is cheaper.
-std::vector<int32_t> affected_outputs(const std::vector<int32_t>& inputs, int64_t Hi, int64_t Wi, const Geometry& g,
-                                      int32_t* stamp_out, int32_t stamp) {
-  std::vector<int32_t> out;
-  const int64_t n_out = g.Ho * g.Wo;
-  if (inputs.empty()) return out;
+// A byte per position of one grid, marked by a kernel and collected sorted by one scan that also clears it. One
+// mask per thread serves every call (tens of kilobytes that stay in cache): an int32 stamp array per grid is four
+// times larger and cold after the other layers ran, and sorting a marked list costs more than the scan (stop 22:
+// 5 % of the skip pass on still_hand, 7 % on vtest.avi). One mask is in use at a time on a thread.
+class PositionMask {
+ public:
+  explicit PositionMask(int64_t n) : n_(n) {
+    thread_local std::vector<uint8_t> buffer;
+    if (static_cast<int64_t>(buffer.size()) < n + 8) buffer.resize(n + 8, 0);  // + 8: the scan reads whole words
+    bytes_ = buffer.data();
+  }
+  uint8_t* bytes() { return bytes_; }
+  void mark(int64_t p) { bytes_[p] = 1; }
+  // The marked positions, ascending; the mask is clear afterwards.
+  std::vector<int32_t> take() {
+    std::vector<int32_t> out;
+    const int64_t words = (n_ + 7) / 8;
+    for (int64_t w = 0; w < words; ++w) {
+      uint64_t v;
+      std::memcpy(&v, bytes_ + w * 8, 8);
+      if (!v) continue;  // runs of unmarked positions pass eight at a time
+      std::memset(bytes_ + w * 8, 0, 8);
+      while (v) {
+        const int b = __builtin_ctzll(v) >> 3;  // lowest marked byte (little-endian: the first position)
+        out.push_back(static_cast<int32_t>(w * 8 + b));
+        v &= ~(0xffULL << (b * 8));
+      }
+    }
+    return out;
+  }
+
+ private:
+  int64_t n_;
+  uint8_t* bytes_;
+};
+
+// Every output touched by `inputs`, sorted.
+std::vector<int32_t> affected_outputs(const std::vector<int32_t>& inputs, int64_t Hi, int64_t Wi, const Geometry& g) {
+  if (inputs.empty()) return {};
   const AxisMap rows(Hi, g.Ho, g.kh, g.sh, g.ph, g.dh), cols(Wi, g.Wo, g.kw, g.sw, g.pw, g.dw);
   const Grid grid(Wi);
-  out.reserve(std::min<int64_t>(n_out, static_cast<int64_t>(inputs.size()) * g.kh * g.kw));
+  PositionMask mask(g.Ho * g.Wo);
   for (int32_t p : inputs) {
     const int64_t y = grid.row(p), x = p - y * Wi;
     for (const int32_t* oy = rows.begin(y); oy != rows.end(y); ++oy) {
-      const int64_t base = static_cast<int64_t>(*oy) * g.Wo;
-      for (const int32_t* ox = cols.begin(x); ox != cols.end(x); ++ox) {
-        const int64_t o = base + *ox;
-        if (stamp_out[o] != stamp) {
-          stamp_out[o] = stamp;
-          out.push_back(static_cast<int32_t>(o));
-        }
-      }
+      uint8_t* row = mask.bytes() + static_cast<int64_t>(*oy) * g.Wo;
+      for (const int32_t* ox = cols.begin(x); ox != cols.end(x); ++ox) row[*ox] = 1;
     }
   }
-  if (static_cast<int64_t>(out.size()) * 8 > n_out) {
-    int64_t k = 0;
-    for (int64_t o = 0; o < n_out; ++o)
-      if (stamp_out[o] == stamp) out[k++] = static_cast<int32_t>(o);
-  } else {
-    std::sort(out.begin(), out.end());
-  }
-  return out;
+  return mask.take();
 }
 
 }  // namespace
@@ -201,7 +221,7 @@ __attribute__((always_inline)) inline float residual2(const float* a, const floa
 // caller refreshes the whole layer and zeroes r2 and energy.
 std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
     const at::Tensor& X, at::Tensor& Xhat, const at::Tensor& changes, bool all_changed, at::Tensor& r2_state,
-    at::Tensor& energy_state, at::Tensor& stamp_in, at::Tensor& stamp_out, at::Tensor& stamp_blk, int64_t stamp64,
+    at::Tensor& energy_state, at::Tensor& stamp_in, at::Tensor& stamp_blk, int64_t stamp64,
     std::vector<int64_t> geometry, double eps2_block, int64_t block, double refresh_fraction, int64_t pending_in,
     double update_floor) {
   check_map(X, "X");
@@ -216,7 +236,6 @@ std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
   TORCH_CHECK(stamp_blk.numel() >= nbh * nbw, "block stamps too small");
   const int32_t stamp = static_cast<int32_t>(stamp64);
   int32_t* sin = stamp_in.data_ptr<int32_t>();
-  int32_t* sout = stamp_out.data_ptr<int32_t>();
   int32_t* sblk = stamp_blk.data_ptr<int32_t>();
   float* r2 = r2_state.data_ptr<float>();
   double* energy = energy_state.data_ptr<double>();
@@ -360,59 +379,41 @@ std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
       }
     });
   }
-  std::vector<int32_t> outputs = affected_outputs(update, Hi, Wi, g, sout, stamp);
+  std::vector<int32_t> outputs = affected_outputs(update, Hi, Wi, g);
   return {to_tensor(outputs), nu, pending, false};
 }
 
 // Output positions whose window (conv/pool geometry) contains any of `inputs`, sorted.
-at::Tensor dilate_positions(const at::Tensor& inputs, int64_t Hi, int64_t Wi, at::Tensor& stamp_out, int64_t stamp,
-                            std::vector<int64_t> geometry) {
+at::Tensor dilate_positions(const at::Tensor& inputs, int64_t Hi, int64_t Wi, std::vector<int64_t> geometry) {
   const Geometry g = geometry_from(geometry);
   const int32_t* p = inputs.data_ptr<int32_t>();
   std::vector<int32_t> in(p, p + inputs.numel());
-  return to_tensor(affected_outputs(in, Hi, Wi, g, stamp_out.data_ptr<int32_t>(), static_cast<int32_t>(stamp)));
+  return to_tensor(affected_outputs(in, Hi, Wi, g));
 }
 
 // Output positions of an integer-factor upsampling touched by `inputs`: each input row/column reaches the output
 // rows [(i - radius) * factor, (i + 1 + radius) * factor), radius 0 for nearest and 1 for bilinear.
 at::Tensor upsample_positions(const at::Tensor& inputs, int64_t Wi, int64_t factor, int64_t radius, int64_t Ho,
-                              int64_t Wo, at::Tensor& stamp_out, int64_t stamp64) {
+                              int64_t Wo) {
   const int32_t* p = inputs.data_ptr<int32_t>();
-  int32_t* s = stamp_out.data_ptr<int32_t>();
-  const int32_t stamp = static_cast<int32_t>(stamp64);
-  std::vector<int32_t> out;
+  PositionMask mask(Ho * Wo);
   for (int64_t i = 0; i < inputs.numel(); ++i) {
     const int64_t y = p[i] / Wi, x = p[i] % Wi;
     const int64_t y0 = std::max<int64_t>(0, (y - radius) * factor), y1 = std::min(Ho, (y + 1 + radius) * factor);
     const int64_t x0 = std::max<int64_t>(0, (x - radius) * factor), x1 = std::min(Wo, (x + 1 + radius) * factor);
-    for (int64_t oy = y0; oy < y1; ++oy)
-      for (int64_t ox = x0; ox < x1; ++ox) {
-        const int64_t o = oy * Wo + ox;
-        if (s[o] != stamp) {
-          s[o] = stamp;
-          out.push_back(static_cast<int32_t>(o));
-        }
-      }
+    for (int64_t oy = y0; oy < y1; ++oy) std::memset(mask.bytes() + oy * Wo + x0, 1, x1 - x0);
   }
-  std::sort(out.begin(), out.end());
-  return to_tensor(out);
+  return to_tensor(mask.take());
 }
 
-// Sorted union of position lists over one grid.
-at::Tensor union_positions(const std::vector<at::Tensor>& lists, at::Tensor& stamp_arr, int64_t stamp64) {
-  int32_t* s = stamp_arr.data_ptr<int32_t>();
-  const int32_t stamp = static_cast<int32_t>(stamp64);
-  std::vector<int32_t> out;
+// Sorted union of position lists over one grid of `n` positions.
+at::Tensor union_positions(const std::vector<at::Tensor>& lists, int64_t n) {
+  PositionMask mask(n);
   for (const auto& l : lists) {
     const int32_t* p = l.data_ptr<int32_t>();
-    for (int64_t i = 0; i < l.numel(); ++i)
-      if (s[p[i]] != stamp) {
-        s[p[i]] = stamp;
-        out.push_back(p[i]);
-      }
+    for (int64_t i = 0; i < l.numel(); ++i) mask.mark(p[i]);
   }
-  std::sort(out.begin(), out.end());
-  return to_tensor(out);
+  return to_tensor(mask.take());
 }
 
 namespace {
@@ -690,7 +691,7 @@ class FramePlan {
   explicit FramePlan(int64_t layers) : steps_(layers) {}
 
   void add_conv(int64_t index, bool gated, std::vector<int64_t> inputs, at::Tensor x, at::Tensor out, at::Tensor xhat,
-                at::Tensor r2, at::Tensor energy, at::Tensor st_in, at::Tensor st_out, at::Tensor st_blk,
+                at::Tensor r2, at::Tensor energy, at::Tensor st_in, at::Tensor st_blk,
                 std::vector<int64_t> geometry, double eps2_block, double noise_tail, double block_field,
                 double update_floor, int64_t block, double break_even, bool broad_bails, bool reads_camera,
                 int64_t pending, at::Tensor weight, at::Tensor bias, int64_t act, int64_t macs_per_position) {
@@ -699,7 +700,6 @@ class FramePlan {
     s.r2 = r2;
     s.energy = energy;
     s.st_in = st_in;
-    s.st_out = st_out;
     s.st_blk = st_blk;
     s.geometry = std::move(geometry);
     s.eps2_block = eps2_block;
@@ -718,23 +718,21 @@ class FramePlan {
   }
 
   void add_binary(int64_t index, std::vector<int64_t> inputs, at::Tensor a, at::Tensor b, at::Tensor out,
-                  at::Tensor stamps, int64_t op, int64_t act) {
+                  int64_t op, int64_t act) {
     Step& s = begin(index, kBinary, std::move(inputs), {a, b}, out);
-    s.stamps = stamps;
     s.op = op;
     s.act = act;
   }
 
-  void add_upsample(int64_t index, std::vector<int64_t> inputs, at::Tensor x, at::Tensor out, at::Tensor stamps,
-                    int64_t factor, bool bilinear, bool align_corners) {
+  void add_upsample(int64_t index, std::vector<int64_t> inputs, at::Tensor x, at::Tensor out, int64_t factor,
+                    bool bilinear, bool align_corners) {
     Step& s = begin(index, kUpsample, std::move(inputs), {x}, out);
-    s.stamps = stamps;
     s.factor = factor;
     s.bilinear = bilinear;
     s.align = align_corners;
   }
 
-  // One frame: `first` the input layer's changed positions, stamps from `stamp` on (at most one per layer), the
+  // One frame: `first` the input layer's changed positions, gate stamps from `stamp` on (one per gated layer), the
   // context's noise margin and energy and the camera layer's wide-change fraction. Returns (layer it stopped at,
   // or the layer count; every layer's changed positions up to it; whether that layer's gate ran, and its result:
   // outputs, inputs updated, pending, refresh; the stats rows (layers, kColumns) int64 of the layers it ran).
@@ -786,7 +784,7 @@ class FramePlan {
           eps2 = std::max(eps2, noise_margin * s.noise_tail * noise_energy * s.block_field);
         const double floor = eps2 > 0.0 && !s.reads_camera ? s.update_floor * eps2 / s.block_field : 0.0;
         auto [active, updated, pending, refresh] =
-            select_update(s.x[0], s.xhat, c, false, s.r2, s.energy, s.st_in, s.st_out, s.st_blk, stamp++,
+            select_update(s.x[0], s.xhat, c, false, s.r2, s.energy, s.st_in, s.st_blk, stamp++,
                           s.geometry, eps2, s.block, s.break_even, s.pending, floor);
         s.pending = pending;
         st[i * kColumns + kRanGate] = eps2 > 0.0 ? 2 : 1;  // the gate ran (2: at a threshold, its state dirty)
@@ -803,7 +801,7 @@ class FramePlan {
         for (int64_t j : s.inputs)
           if (changes[j].numel()) live.push_back(changes[j]);
         at::Tensor active = live.empty() ? changes[s.inputs[0]]
-                                         : (live.size() == 1 ? live[0] : union_positions(live, s.stamps, stamp++));
+                                         : (live.size() == 1 ? live[0] : union_positions(live, ho * wo));
         if (active.numel()) binary_positions(s.x[0], s.x[1], s.out, active, s.op, s.act);
         record(i, active.numel() ? kSparse : kIdle, active.numel(), ho * wo, 0, 0, 0, 0);
         changes[i] = active;
@@ -816,7 +814,7 @@ class FramePlan {
         }
         const int64_t radius = s.bilinear ? 1 : 0;
         at::Tensor active =
-            upsample_positions(c, s.x[0].size(1), s.factor, radius, ho, wo, s.stamps, stamp++);
+            upsample_positions(c, s.x[0].size(1), s.factor, radius, ho, wo);
         upsample_at(s.x[0], s.out, active, s.factor, s.bilinear, s.align);
         record(i, kSparse, active.numel(), ho * wo, 0, 0, 0, 0);
         changes[i] = active;
@@ -830,7 +828,7 @@ class FramePlan {
     int64_t kind = -1;
     std::vector<int64_t> inputs;
     std::vector<at::Tensor> x;
-    at::Tensor out, xhat, r2, energy, st_in, st_out, st_blk, weight, bias, stamps;
+    at::Tensor out, xhat, r2, energy, st_in, st_blk, weight, bias;
     std::vector<int64_t> geometry;
     double eps2_block = 0.0, noise_tail = 0.0, block_field = 1.0, update_floor = 0.0, break_even = 1.0;
     int64_t block = 1, act = 0, macs_per_position = 0, pending = 0, op = 0, factor = 1;
