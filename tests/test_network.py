@@ -22,9 +22,11 @@ from tracking.network.decode import (
     scene_probabilities,
     window_soft_argmax,
 )
+from tracking.network.export import GATE_BLOCK
 from tracking.network.metrics import agreement, hand_pck, point_repeatability
 from tracking.network.model import CELL_CLASSES, HAND_CHANNELS, STRIDE
 from tracking.skipconv.convert import convert
+from tracking.skipconv.layers import ConvLayer
 
 MAC_BUDGET = 0.6e9
 HELD_OUT_SEED = 7
@@ -164,6 +166,14 @@ def test_load_default_loads_the_shipped_weights_and_gate(still_hand_images):
     assert isinstance(result, Keypoints)
     assert len(result) > 20
     assert result.descriptors.shape == (len(result), DESCRIPTOR_DIM)
+
+
+def test_load_default_runs_the_gate_block_the_gate_was_tuned_with(still_hand_images):
+    assert GateSettings.load().block == GATE_BLOCK
+    model = load_default()
+    model.infer(still_hand_images[0])
+    gated = [layer for layer in model.engine.layers if isinstance(layer, ConvLayer) and not layer.follows_input]
+    assert gated and {layer.block_used for layer in gated} == {GATE_BLOCK}
 
 
 def test_shipped_network_files_are_small():

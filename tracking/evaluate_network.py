@@ -125,6 +125,7 @@ def evaluate_network(
                         threshold=threshold,
                         noise_margin=settings.noise_margin,
                         deep_scale=settings.deep_scale,
+                        block=settings.block,
                     )  # fmt: skip
                     for _ in images
                 ]

@@ -50,13 +50,18 @@ class GateSettings:
     threshold: float
     noise_margin: float = 0.0  # sensor-noise floor of the first layer (see tracking.skipconv.convert); 0: none
     deep_scale: float = 1.0  # ε multiplier of the layers that do not read the camera (SkipModel.deep_scale)
+    block: int | None = None  # gate block side in output positions (None: the engine's per-layer default)
 
     @classmethod
     def load(cls, path: Path = GATE_FILE) -> GateSettings:
         try:
             data = json.loads(Path(path).read_text())
+            block = data.get("block")
             return cls(
-                float(data["threshold"]), float(data.get("noise_margin", 0.0)), float(data.get("deep_scale", 1.0))
+                float(data["threshold"]),
+                float(data.get("noise_margin", 0.0)),
+                float(data.get("deep_scale", 1.0)),
+                None if block is None else int(block),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise WeightsError(
@@ -105,10 +110,16 @@ class KeypointModel:
         precision: str = "fp32",
         low_light: bool = True,
         deadband: int = DEADBAND_GREY,
+        block: int | None = None,
     ) -> None:
         keep_freed_memory()  # every frame allocates the same feature maps: keep them mapped (tracking.heap)
         self.engine: SkipModel = convert(
-            network, threshold=threshold, break_even=break_even, noise_margin=noise_margin, deep_scale=deep_scale
+            network,
+            threshold=threshold,
+            block=block,
+            break_even=break_even,
+            noise_margin=noise_margin,
+            deep_scale=deep_scale,
         )
         self.engine.dense = not skip
         self.engine.precision = resolve_precision(precision)
@@ -242,4 +253,4 @@ def load_default(skip: bool = True, threshold: float | None = None, precision: s
     if threshold is None:
         threshold = settings.threshold if skip else 0.0
     return KeypointModel(load_weights(), skip=skip, threshold=threshold, noise_margin=settings.noise_margin,
-                         deep_scale=settings.deep_scale, precision=precision)  # fmt: skip
+                         deep_scale=settings.deep_scale, precision=precision, block=settings.block)  # fmt: skip
