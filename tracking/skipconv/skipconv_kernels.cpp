@@ -405,6 +405,7 @@ at::Tensor upsample_positions(const at::Tensor& inputs, int64_t Wi, int64_t fact
     const int64_t y = p[i] / Wi, x = p[i] % Wi;
     const int64_t y0 = std::max<int64_t>(0, (y - radius) * factor), y1 = std::min(Ho, (y + 1 + radius) * factor);
     const int64_t x0 = std::max<int64_t>(0, (x - radius) * factor), x1 = std::min(Wo, (x + 1 + radius) * factor);
+    if (x1 <= x0) continue;  // an input past the output's width (a caller's size mismatch): nothing to mark
     for (int64_t oy = y0; oy < y1; ++oy) std::memset(mask.bytes() + oy * Wo + x0, 1, x1 - x0);
   }
   return to_tensor(mask.take());
