@@ -718,7 +718,6 @@ class PoolLayer(Layer):
         if self._trivial(xs, change, ctx):
             return change
         x = xs[0]
-        h, w = self.size
         active = ctx.kernels.dilate_positions(change, x.size[0], x.size[1], self.geom)
         pad = float("-inf") if self.kind == "max" else 0.0
         cols = ctx.kernels.gather_windows(x.hwc, active, self.geom, pad).view(active.numel(), -1, x.out.shape[1])
