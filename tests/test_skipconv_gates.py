@@ -73,9 +73,9 @@ def test_engine_updates_exactly_the_inputs_of_blocks_the_norm_gate_fires(
     changes = torch.arange(h * w, dtype=torch.int32)
     reference = x_hat.clone()
     r2, energy = torch.zeros(h * w), torch.zeros(((ho + 1) // 2) * ((wo + 1) // 2), dtype=torch.float64)
-    stamps_in, stamps_blocks = torch.zeros(h * w, dtype=torch.int32), torch.zeros(energy.numel(), dtype=torch.int32)
+    stamps_blocks = torch.zeros(energy.numel(), dtype=torch.int32)
     _, n_updated, n_pending, refreshed = kernels.select_update(
-        x, reference, changes, False, r2, energy, stamps_in, stamps_blocks, 1, geometry, eps2, block, 1.0, 0,
+        x, reference, changes, False, r2, energy, stamps_blocks, 1, geometry, eps2, block, 1.0, 0,
         update_floor,
     )  # fmt: skip
     updated = (reference != x_hat).any(2)
@@ -106,9 +106,9 @@ def test_the_update_floor_keeps_every_block_below_the_threshold_and_recomputes_l
     for update_floor in (0.0, eps2 / field):
         reference = x_hat.clone()
         r2, energy = torch.zeros(h * w), torch.zeros(h * w, dtype=torch.float64)
-        stamps = [torch.zeros(h * w, dtype=torch.int32) for _ in range(2)]
+        stamps = torch.zeros(h * w, dtype=torch.int32)
         outputs, n_updated, _, _ = kernels.select_update(
-            x, reference, torch.arange(h * w, dtype=torch.int32), False, r2, energy, *stamps, 1, geometry, eps2,
+            x, reference, torch.arange(h * w, dtype=torch.int32), False, r2, energy, stamps, 1, geometry, eps2,
             block, 1.0, 0, update_floor,
         )  # fmt: skip
         results[update_floor] = (len(outputs), n_updated, float(energy.max()))

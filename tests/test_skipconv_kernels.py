@@ -108,7 +108,7 @@ def test_incremental_gate_matches_a_full_recompute_over_a_sequence(stride: int, 
         states[name] = dict(
             xhat=x.clone(), r2=torch.zeros(h * w), energy=torch.zeros(n_blocks, dtype=torch.float64), pending=0
         )
-    stamps = [torch.zeros(h * w, dtype=torch.int32), torch.zeros(n_blocks, dtype=torch.int32)]
+    stamps = torch.zeros(n_blocks, dtype=torch.int32)
     fired_frames = 0
     for frame in range(1, 30):
         count = 20 if c == 1 and frame % 2 == 0 else 12  # one channel: 20 of 270 changed take the full pass
@@ -125,7 +125,7 @@ def test_incremental_gate_matches_a_full_recompute_over_a_sequence(stride: int, 
                 False,
                 s["r2"],
                 s["energy"],
-                *stamps,
+                stamps,
                 frame,
                 geometry,
                 eps2,
@@ -142,6 +142,51 @@ def test_incremental_gate_matches_a_full_recompute_over_a_sequence(stride: int, 
         assert torch.allclose(states["cpp"]["energy"], states["ref"]["energy"], atol=1e-9)
         fired_frames += results["cpp"][1] > 0
     assert 0 < fired_frames < 29, "the sequence must exercise both waiting and firing"
+
+
+@pytest.mark.parametrize("channels", [16, 1])
+def test_the_gate_on_two_threads_gives_what_it_gives_on_one(channels: int) -> None:
+    """Large enough for the gate to share its work out (a changed patch in one half of the map, the threads split
+    the changes and own block rows): the same updates, outputs, residuals and block energies, bit for bit, on one
+    thread and on two, and the same updates and outputs as the reference."""
+    gen = torch.Generator().manual_seed(3)
+    h, w, c, block, eps2 = 96, 128, channels, 2, 0.3 if channels > 1 else 0.02
+    geometry = (3, 3, 2, 2, 1, 1, 1, 1, h // 2, w // 2)
+    n_blocks = ((h // 2 + block - 1) // block) * ((w // 2 + block - 1) // block)
+    x = torch.rand(h, w, c, generator=gen)
+    states = {
+        name: dict(xhat=x.clone(), r2=torch.zeros(h * w), energy=torch.zeros(n_blocks, dtype=torch.float64), pending=0)
+        for name in (1, 2, "ref")
+    }
+    stamps = {name: torch.zeros(n_blocks, dtype=torch.int32) for name in states}
+    threads = torch.get_num_threads()
+    try:
+        for frame in range(1, 12):
+            # a patch in the lower part of the map (the threads' shares of block rows follow the changes), and a
+            # few scattered changes
+            ys, xs = torch.meshgrid(torch.arange(50, 80), torch.arange(20, 60 + frame), indexing="ij")
+            patch = (ys * w + xs).flatten()
+            changes = torch.unique(torch.cat([patch, positions(h * w, 200, frame).long()])).int()
+            x = x.clone()
+            x.view(-1, c)[changes.long()] += 0.1 * torch.randn(len(changes), c, generator=gen)
+            results = {}
+            for name, kernels in ((1, CPP), (2, CPP), ("ref", REF)):
+                if name != "ref":
+                    torch.set_num_threads(name)
+                st = states[name]
+                outs, n_updated, st["pending"], refreshed = kernels.select_update(
+                    x, st["xhat"], changes, False, st["r2"], st["energy"], stamps[name], frame, geometry, eps2,
+                    block, 1.0, st["pending"], 0.0,
+                )  # fmt: skip
+                assert not refreshed
+                results[name] = (outs.tolist(), n_updated, st["pending"])
+            assert results[1] == results[2] == results["ref"]
+            assert results[1][1] > 0
+            for key in ("xhat", "r2", "energy"):
+                assert torch.equal(states[1][key], states[2][key]), key
+            assert torch.allclose(states[1]["energy"], states["ref"]["energy"], atol=1e-9)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _hold_build_lock(build: str) -> None:

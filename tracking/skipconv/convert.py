@@ -300,7 +300,10 @@ class SkipModel:
             raise InvalidInputError(f"SkipModel input must have {self.in_channels} channels, got {x.shape[1]}")
         if not x.is_floating_point():
             raise InvalidInputError(f"SkipModel input must be a floating point tensor, got {x.dtype}")
-        x = x.detach().float()
+        if x.requires_grad:
+            x = x.detach()
+        if x.dtype != torch.float32:
+            x = x.float()
         if not scan_values:
             return x
         # numpy's min and max (NaN propagates through both): torch's own reductions wake the thread pool, 50 µs a
@@ -332,8 +335,9 @@ class SkipModel:
             if resolution != self._resolution:
                 self._key_frame(resolution)
                 self._first_changes = EVERYWHERE
+            elif self._step():  # no convolution ran dense: the count of all-dense frames starts again
+                self._plan_ready, self._all_dense_frames = True, 0
             else:
-                self._step()
                 self._count_all_dense()
         outs = tuple(self.layers[i].out for i in self.outputs)
         return outs if self.tuple_output else outs[0]
@@ -415,7 +419,9 @@ class SkipModel:
         self._ctx.timings = {} if on else None
         self._plan = None
 
-    def _step(self) -> None:
+    def _step(self) -> bool:
+        """One frame through the layers; True when it ran only sparse or idle layers (an unchanged input, or the
+        plan ran the whole frame)."""
         changes: list[Positions] = [EVERYWHERE] * len(self.layers)
         changes[0] = self.layers[0].step([], [], self._ctx)
         if changes[0].numel() == 0:
@@ -424,8 +430,8 @@ class SkipModel:
             for layer in self.layers[1:]:
                 layer.idle()
             self._first_changes = torch.zeros(0, dtype=torch.int32)
-            return
-        start = 1
+            return True
+        start, whole = 1, False
         if self._plan is None and self._plan_ready and self.use_plan and self._ctx.timings is None:
             self._plan = plan.build(self._ctx.kernels, self.layers, self._ctx)
         if self._plan is not None:
@@ -440,6 +446,7 @@ class SkipModel:
             if self._ctx.timings is not None and not isinstance(layer, ConvLayer):
                 self._ctx.add_time("other", t)
         self._first_changes = changes[self._first_conv] if self._first_conv is not None else EVERYWHERE
+        return whole
 
     def memory(self) -> dict[str, int]:
         """Bytes held: ``activations`` (every layer's output, what a dense pass also produces) and ``cache`` (the

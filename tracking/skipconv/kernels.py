@@ -70,7 +70,6 @@ class Kernels(Protocol):
         all_changed: bool,
         r2: torch.Tensor,
         energy: torch.Tensor,
-        stamp_in: torch.Tensor,
         stamp_blocks: torch.Tensor,
         stamp: int,
         geometry: Geometry,
@@ -173,7 +172,7 @@ class TorchKernels:
                 dst.append((ty[ok] // sh) * Wo + tx[ok] // sw)
         return torch.cat(src), torch.cat(dst)
 
-    def select_update(self, X, Xhat, changes, all_changed, r2, energy, s_in, s_blk, stamp, geometry, *rest):
+    def select_update(self, X, Xhat, changes, all_changed, r2, energy, s_blk, stamp, geometry, *rest):
         """Recomputes every block's energy from the whole r2 state: same results as the incremental C++ gate."""
         eps2, block, refresh, _, floor = rest
         Hi, Wi, C = X.shape

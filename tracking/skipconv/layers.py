@@ -375,7 +375,7 @@ class ConvLayer(Layer):
         eps = ctx.threshold * (1.0 if self.reads_camera else ctx.deep_scale)
         self.eps2_block = (eps * self.sigma) ** 2 * rf * self.in_channels
         blocks = self.blocks_shape()
-        self.block_stamps = ctx.scratch.stamps(*blocks, "blocks")
+        self.block_stamps = ctx.scratch.stamps(*blocks)
         if self.energy.numel() != blocks[0] * blocks[1]:
             # A new block grid: the next step rebuilds every block's energy from the whole input.
             self.energy = torch.zeros(blocks[0] * blocks[1], dtype=torch.float64)
@@ -400,9 +400,7 @@ class ConvLayer(Layer):
             n = self.geom[8] * self.geom[9]
             self._record(Path.DENSE, n, n * self.macs_per_position, n * self.macs_per_position)
             return
-        # The grids' stamp arrays, looked up once per key frame (they last until the resolution changes).
         self.dense_frames_left, self.next_streak = 0, self.DENSE_STREAK
-        self.input_stamps = ctx.scratch.stamps(*x.size, "in")
         self._refresh(x, ctx)
         self.sigma = float(self.xhat.pow(2).mean().sqrt())
         self.configure(ctx)
@@ -475,7 +473,6 @@ class ConvLayer(Layer):
             everywhere,
             self.r2,
             self.energy,
-            self.input_stamps,
             self.block_stamps,
             scratch.stamp(),
             self.geom,

@@ -27,22 +27,21 @@ def count(positions: Positions, height: int, width: int) -> int:
 
 
 class GridScratch:
-    """The gates' stamp arrays per grid size and the stamp counter that makes each marking pass unique.
+    """The gates' block stamp arrays per grid size and the stamp counter that makes each marking pass unique.
 
     A kernel marks position ``p`` of a grid by writing its stamp into ``stamps(h, w)[p]``; the next pass uses a new
     stamp, so the arrays are never cleared. Layers on the same grid share one array because they run one at a time.
     """
 
     def __init__(self) -> None:
-        self._stamps: dict[tuple[int, int, str], torch.Tensor] = {}
+        self._stamps: dict[tuple[int, int], torch.Tensor] = {}
         self._everywhere: dict[tuple[int, int], torch.Tensor] = {}
         self._next = 1
         self.none = empty_positions()
 
-    def stamps(self, height: int, width: int, role: str) -> torch.Tensor:
-        """The (height * width,) int32 stamp array of that grid for ``role`` ("in": a gate's inputs, "blocks": its
-        blocks), so that a layer's two kinds of marks stay apart when both grids have the same size."""
-        key = (height, width, role)
+    def stamps(self, height: int, width: int) -> torch.Tensor:
+        """The (height * width,) int32 stamp array of a grid of gate blocks."""
+        key = (height, width)
         if key not in self._stamps:
             self._stamps[key] = torch.zeros(height * width, dtype=torch.int32)
         return self._stamps[key]

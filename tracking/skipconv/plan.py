@@ -66,7 +66,7 @@ def _add_conv(plan: object, index: int, layer: ConvLayer, x: Layer, ctx: Context
         layer.xhat, layer.xhat_hwc = x.out, x.hwc
         none = ctx.scratch.none
         plan.add_conv(
-            index, False, layer.inputs, x.hwc, layer.hwc, x.hwc, none, none, none, none, list(layer.geom),
+            index, False, layer.inputs, x.hwc, layer.hwc, x.hwc, none, none, none, list(layer.geom),
             0.0, 0.0, 1.0, 0.0, 1, layer.break_even, False, False, 0, layer.wmat_lanes, layer.bias_lanes, act,
             layer.macs_per_position,
         )  # fmt: skip
@@ -74,8 +74,8 @@ def _add_conv(plan: object, index: int, layer: ConvLayer, x: Layer, ctx: Context
     exact = layer.eps2_block == 0.0
     tail = layer.noise_tail() if layer.reads_camera else 0.0
     plan.add_conv(
-        index, True, layer.inputs, x.hwc, layer.hwc, layer.xhat_hwc, layer.r2, layer.energy, layer.input_stamps,
-        layer.block_stamps, list(layer.geom), layer.eps2_block, tail, float(layer.block_field),
+        index, True, layer.inputs, x.hwc, layer.hwc, layer.xhat_hwc, layer.r2, layer.energy, layer.block_stamps,
+        list(layer.geom), layer.eps2_block, tail, float(layer.block_field),
         UPDATE_FLOOR, layer.block_used, layer.break_even, exact or layer.dense_frames_left > 0, layer.reads_camera,
         layer.pending_count, layer.wmat_lanes, layer.bias_lanes, act, layer.macs_per_position,
     )  # fmt: skip
@@ -89,23 +89,27 @@ def run(plan: object, layers: list[Layer], changes: list[Positions], ctx: Contex
     stop, planned, gate_ran, active, updated, pending, refresh, stats = plan.run(
         changes[0], stamp, ctx.noise_margin, ctx.noise_energy, ctx.camera_wide_change
     )
-    rows = stats.tolist()
     for index in range(1, min(stop, len(layers))):
         changes[index] = planned[index]
-        layer, row = layers[index], rows[index]
+        layer = layers[index]
+        row = stats[index]
         s = layer.stats
-        s.path, s.active, s.positions, s.macs, s.dense_macs, s.updated_inputs, s.pending_inputs = (
-            _PATHS[row[0]],
-            *row[1:7],
-        )
+        s.path = _PATHS[row[0]]
+        s.active = row[1]
+        s.positions = row[2]
+        s.macs = row[3]
+        s.dense_macs = row[4]
+        s.updated_inputs = row[5]
+        s.pending_inputs = row[6]
         if row[7]:
             layer.pending_count = row[6]
             layer.next_streak = layer.DENSE_STREAK
-            layer.gate_dirty = layer.gate_dirty or row[7] == _DIRTY_GATE
+            if row[7] == _DIRTY_GATE:
+                layer.gate_dirty = True
     if stop < len(layers) and gate_ran:
         layer = layers[stop]
         layer.pending_count = pending
-        layer.gate_dirty = layer.gate_dirty or rows[stop][7] == _DIRTY_GATE
+        layer.gate_dirty = layer.gate_dirty or stats[stop][7] == _DIRTY_GATE
         changes[stop] = layer.after_gate(layers[layer.inputs[0]], ctx, 0.0, active, updated, refresh)
         return stop + 1, False
     return stop, stop == len(layers)

@@ -1,17 +1,18 @@
 // Sparse bookkeeping and compute kernels for the skip-convolution engine (tracking/skipconv).
 //
 // Layout: every feature map is one NHWC image with batch 1, seen here as (H, W, C) float32, C-contiguous.
-// Position lists are int32 flat indices y * W + x, sorted ascending. The gate's "stamp" arrays are int32 per
-// position of a grid; a position is marked in one call by writing that call's unique stamp, so nothing is ever
-// cleared. Output position sets are collected in a byte mask (`PositionMask`).
+// Position lists are int32 flat indices y * W + x, sorted ascending. The gate's block "stamp" array is int32 per
+// block; a block is marked in one call by writing that call's unique stamp, so nothing is ever cleared. Position
+// sets are collected in byte masks (`PositionMask`, and the gate's shared masks when its threads mark together).
 
 #include <ATen/Parallel.h>
+#include <omp.h>
 #include <torch/extension.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
-#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -208,6 +209,82 @@ __attribute__((always_inline)) inline float residual2(const float* a, const floa
   // A NaN residual must fire, never wait: (s != s) keeps it visible.
   return (s != s) ? INFINITY : s;
 }
+// Work (values read) above which a gate call runs on a team of threads: below it the parallel region's cost, a few
+// microseconds with the workers awake, is more than the second thread saves.
+constexpr int64_t kTeamWork = 1 << 11;
+
+// Threads for a gate call: torch's intra-op thread count (one per camera where NetworkKeypointProvider runs the
+// cameras' networks in threads), one inside a parallel region or for small work.
+int team_for(int64_t work) {
+  if (work < kTeamWork || at::in_parallel_region()) return 1;
+  at::internal::lazy_init_num_threads();
+  return std::max(1, at::get_num_threads());
+}
+
+// A byte mask over n positions, all clear, shared by the threads of the calling thread's gate call (slot 0 its
+// inputs, 1 its outputs); `collect` leaves it clear again.
+uint8_t* shared_mask(int slot, int64_t n) {
+  thread_local std::vector<uint8_t> masks[2];
+  if (static_cast<int64_t>(masks[slot].size()) < n) masks[slot].resize(n, 0);
+  return masks[slot].data();
+}
+
+// The marked positions of rows [r0, r1) of a byte mask of width W appended to `out` ascending, and cleared. Only
+// bytes of those rows are read or written (another thread may be collecting the next rows).
+void collect(uint8_t* mask, int64_t W, int64_t r0, int64_t r1, std::vector<int32_t>& out) {
+  int64_t p = r0 * W;
+  const int64_t e = r1 * W;
+  auto one = [&](int64_t q) {
+    if (mask[q]) {
+      mask[q] = 0;
+      out.push_back(static_cast<int32_t>(q));
+    }
+  };
+  for (; p < e && (p & 7); ++p) one(p);
+  for (; p + 8 <= e; p += 8) {
+    uint64_t v;
+    std::memcpy(&v, mask + p, 8);
+    if (!v) continue;  // runs of unmarked positions pass eight at a time
+    std::memset(mask + p, 0, 8);
+    while (v) {
+      const int b = __builtin_ctzll(v) >> 3;  // lowest marked byte (little-endian: the first position)
+      out.push_back(static_cast<int32_t>(p + b));
+      v &= ~(0xffULL << (b * 8));
+    }
+  }
+  for (; p < e; ++p) one(p);
+}
+
+// The exact gate (no threshold): every input whose residual is nonzero updates now; the residuals and energies
+// stay zero. The return value as select_update's.
+std::tuple<at::Tensor, int64_t, int64_t, bool> exact_update(const float* x, float* xh, int64_t Hi, int64_t Wi,
+                                                            int64_t C, const at::Tensor& changes, bool dense,
+                                                            const Geometry& g, double refresh_fraction) {
+  const int64_t n_in = Hi * Wi;
+  std::vector<int32_t> update;
+  if (dense) {
+    for (int64_t i = 0; i < n_in; ++i)
+      if (residual2(x + i * C, xh + i * C, C) > 0.f) update.push_back(static_cast<int32_t>(i));
+  } else {
+    const int32_t* c = changes.data_ptr<int32_t>();
+    const int64_t nc = changes.numel();
+    for (int64_t i = 0; i < nc; ++i) {
+      prefetch_ahead(x, xh, c, i, nc, C);
+      if (residual2(x + static_cast<int64_t>(c[i]) * C, xh + static_cast<int64_t>(c[i]) * C, C) > 0.f)
+        update.push_back(c[i]);
+    }
+  }
+  const int64_t nu = static_cast<int64_t>(update.size());
+  if (nu > refresh_fraction * static_cast<double>(n_in)) return {at::empty({0}, at::kInt), nu, 0, true};
+  at::parallel_for(0, nu, grain_for(C), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const int64_t off = static_cast<int64_t>(update[i]) * C;
+      std::memcpy(xh + off, x + off, C * sizeof(float));
+    }
+  });
+  return {to_tensor(affected_outputs(update, Hi, Wi, g)), nu, 0, false};
+}
+
 }  // namespace
 
 // Residual gate + reference update + output selection for one skip layer, incremental in the changes.
@@ -222,10 +299,11 @@ __attribute__((always_inline)) inline float residual2(const float* a, const floa
 // the caller's floor keeps the positions left pending below the threshold in every block). Returns (outputs to
 // recompute (sorted), number of input positions updated, number still pending, refresh flag). When more than
 // refresh_fraction of the input positions would be updated, Xhat is left alone and the refresh flag is 1: the
-// caller refreshes the whole layer and zeroes r2 and energy.
+// caller refreshes the whole layer and zeroes r2 and energy. Runs on torch's intra-op threads when the work is
+// large enough (`team_for`), with the same result on any number of them (docs/skipconv.md, "Execution").
 std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
     const at::Tensor& X, at::Tensor& Xhat, const at::Tensor& changes, bool all_changed, at::Tensor& r2_state,
-    at::Tensor& energy_state, at::Tensor& stamp_in, at::Tensor& stamp_blk, int64_t stamp64,
+    at::Tensor& energy_state, at::Tensor& stamp_blk, int64_t stamp64,
     std::vector<int64_t> geometry, double eps2_block, int64_t block, double refresh_fraction, int64_t pending_in,
     double update_floor) {
   check_map(X, "X");
@@ -239,73 +317,78 @@ std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
               "energy must be (blocks,) float64");
   TORCH_CHECK(stamp_blk.numel() >= nbh * nbw, "block stamps too small");
   const int32_t stamp = static_cast<int32_t>(stamp64);
-  int32_t* sin = stamp_in.data_ptr<int32_t>();
   int32_t* sblk = stamp_blk.data_ptr<int32_t>();
   float* r2 = r2_state.data_ptr<float>();
   double* energy = energy_state.data_ptr<double>();
   const float* x = X.data_ptr<float>();
   float* xh = Xhat.data_ptr<float>();
-  const bool exact = eps2_block <= 0.0;
-  const Grid grid(Wi), block_grid(nbw);
+  const Grid grid(Wi);
   // A full pass reads every position's C channels; an incremental one pays about 16 more operations per change
   // (block energies, scattered access): pick the cheaper for this change count. A one-channel input's full pass is
   // two flat loops the compiler vectorises, about 12x cheaper per position than a change (measured on the first
   // layer of the keypoint network, 5-20 % of the pixels changed): it wins from about a sixteenth of them.
   const bool dense =
       all_changed || (C == 1 ? changes.numel() * 16 > n_in : changes.numel() * (C + 16) > n_in * (C + 2));
-  int64_t pending = pending_in;
+  if (eps2_block <= 0.0)
+    return exact_update(x, xh, Hi, Wi, C, changes, dense, g, refresh_fraction);
 
-  std::vector<int32_t> update;
-  auto mark_update = [&](int32_t q) {
-    if (sin[q] != stamp) {
-      sin[q] = stamp;
-      update.push_back(q);
-    }
-  };
-
-  // Gate blocks per axis (the exact mode has no blocks).
-  std::optional<BlockAxis> rows_opt, cols_opt;
-  if (!exact) {
-    rows_opt.emplace(Hi, g.Ho, g.kh, g.sh, g.ph, g.dh, block);
-    cols_opt.emplace(Wi, g.Wo, g.kw, g.sw, g.pw, g.dw, block);
-  }
-  if (exact) {
-    // Every nonzero residual updates now: r2 and energy stay zero.
-    if (dense) {
-      for (int64_t i = 0; i < n_in; ++i)
-        if (residual2(x + i * C, xh + i * C, C) > 0.f) update.push_back(static_cast<int32_t>(i));
-    } else {
-      const int32_t* c = changes.data_ptr<int32_t>();
-      const int64_t nc = changes.numel();
-      for (int64_t i = 0; i < nc; ++i) {
-        prefetch_ahead(x, xh, c, i, nc, C);
-        if (residual2(x + static_cast<int64_t>(c[i]) * C, xh + static_cast<int64_t>(c[i]) * C, C) > 0.f)
-          mark_update(c[i]);
+  const BlockAxis rows(Hi, g.Ho, g.kh, g.sh, g.ph, g.dh, block), cols(Wi, g.Wo, g.kw, g.sw, g.pw, g.dw, block);
+  const AxisMap out_rows(Hi, g.Ho, g.kh, g.sh, g.ph, g.dh), out_cols(Wi, g.Wo, g.kw, g.sw, g.pw, g.dw);
+  const int32_t* c = dense ? nullptr : changes.data_ptr<int32_t>();
+  const int64_t nc = dense ? n_in : changes.numel();
+  const int nt = team_for(dense ? n_in * C : nc * (C + 16));
+  thread_local std::vector<double> deltas;
+  if (!dense && static_cast<int64_t>(deltas.size()) < nc) deltas.resize(nc);
+  double* dk = deltas.data();
+  // Block rows [split[t], split[t + 1]) belong to thread t: it alone adds to and subtracts from their energies, in
+  // the changes' order and then the updates' (both ascending), so every block's sum comes out the same whatever
+  // the threads. Incremental: the threads take equal shares of the changes (a hand in one half of the image).
+  std::vector<int64_t> split(nt + 1, nbh);
+  split[0] = 0;
+  for (int t = 1; t < nt; ++t)
+    split[t] = std::max(split[t - 1], dense ? nbh * t / nt : static_cast<int64_t>(rows.lo[grid.row(c[nc * t / nt])]));
+  std::vector<std::vector<int32_t>> touched(nt), updates(nt), outputs(nt);
+  std::vector<int32_t> merged;
+  std::vector<int64_t> counted(nt, 0);
+  uint8_t* in_mask = shared_mask(0, n_in);
+  uint8_t* out_mask = shared_mask(1, g.Ho * g.Wo);
+  int64_t nu = 0;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    const int t = nt > 1 ? omp_get_thread_num() : 0;
+    // Input rows [y0, y1) whose positions reach block rows [b0, b1).
+    auto input_rows = [&](int64_t b0, int64_t b1) {
+      int64_t y0 = Hi, y1 = 0;
+      for (int64_t by = b0; by < b1; ++by) {
+        y0 = std::min<int64_t>(y0, rows.first[by]);
+        y1 = std::max<int64_t>(y1, rows.last[by] + 1);
       }
-    }
-    pending = 0;
-  } else {
-    const BlockAxis &rows = *rows_opt, &cols = *cols_opt;
-    std::vector<int32_t> touched;  // blocks whose energy may have crossed the threshold
+      return std::make_pair(y0, std::max(y0, y1));
+    };
+    int64_t b0 = split[t], b1 = split[t + 1], y0, y1;
+    std::tie(y0, y1) = input_rows(b0, b1);
+    std::vector<int32_t>& mine = touched[t];
     if (dense) {
-      // Recompute every residual and every block's energy: column sums per block row (whole rows added at once,
-      // which vectorises), then sums along each block row.
-      if (C == 1) {  // the first layer on a noisy camera: two flat loops the compiler vectorises
-        for (int64_t i = 0; i < n_in; ++i) {
+      // Every residual (rows shared out), then every block's energy from them (block rows owned).
+      const int64_t ya = Hi * t / nt, yb = Hi * (t + 1) / nt;
+      int64_t count = 0;
+      if (C == 1) {  // the first layer on a noisy camera: flat loops the compiler vectorises
+        for (int64_t i = ya * Wi; i < yb * Wi; ++i) {
           const float d = x[i] - xh[i];
           r2[i] = d * d;
         }
-        for (int64_t i = 0; i < n_in; ++i)
+        for (int64_t i = ya * Wi; i < yb * Wi; ++i)
           if (r2[i] != r2[i]) r2[i] = INFINITY;
       } else {
-        for (int64_t i = 0; i < n_in; ++i) r2[i] = residual2(x + i * C, xh + i * C, C);
+        for (int64_t i = ya * Wi; i < yb * Wi; ++i) r2[i] = residual2(x + i * C, xh + i * C, C);
       }
-      int64_t count = 0;
-      for (int64_t i = 0; i < n_in; ++i) count += r2[i] > 0.f;
+      for (int64_t i = ya * Wi; i < yb * Wi; ++i) count += r2[i] > 0.f;
+      counted[t] = count;
+#pragma omp barrier
       std::vector<double> column_energy(Wi);
-      for (int64_t by = 0; by < nbh; ++by) {
+      double* ce = column_energy.data();
+      for (int64_t by = b0; by < b1; ++by) {
         std::fill(column_energy.begin(), column_energy.end(), 0.0);
-        double* ce = column_energy.data();
         for (int64_t y = rows.first[by]; y <= rows.last[by]; ++y) {
           if (!rows.contiguous && !rows.contains(y, by)) continue;
           const float* rr = r2 + y * Wi;
@@ -319,72 +402,116 @@ std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
           e[bx] = sum;
         }
       }
-      pending = count;
-      touched.resize(nbh * nbw);
-      for (int64_t b = 0; b < nbh * nbw; ++b) touched[b] = static_cast<int32_t>(b);
+      // Every block was touched; the threads take alternate block rows of them, so that the fired ones (where the
+      // image moves, often in one half of it) are shared out.
+#pragma omp barrier
+      for (int64_t by = t; by < nbh; by += nt)
+        for (int64_t bx = 0; bx < nbw; ++bx) mine.push_back(static_cast<int32_t>(by * nbw + bx));
     } else {
-      const int32_t* c = changes.data_ptr<int32_t>();
-      const int64_t nc = changes.numel();
-      touched.reserve(4 * nc);
-      for (int64_t k = 0; k < nc; ++k) {
-        prefetch_ahead(x, xh, c, k, nc, C);
+      // The residuals of the changes (shared out: each reads two rows the other layers have evicted from the
+      // cache, and the threads wait on their misses side by side), then the energies of the blocks they reach.
+      const int64_t ka = nc * t / nt, kb = nc * (t + 1) / nt;
+      int64_t moved = 0;
+      for (int64_t k = ka; k < kb; ++k) {
+        prefetch_ahead(x, xh, c, k, kb, C);
         const int64_t i = c[k];
         const float v = residual2(x + i * C, xh + i * C, C);
-        const double d = static_cast<double>(v) - static_cast<double>(r2[i]);
-        if (d == 0.0) continue;
-        pending += (v > 0.f) - (r2[i] > 0.f);
+        dk[k] = static_cast<double>(v) - static_cast<double>(r2[i]);
+        moved += (v > 0.f) - (r2[i] > 0.f);
         r2[i] = v;
-        const int64_t y = grid.row(i), xx = i - y * Wi;
-        for (int64_t by = rows.lo[y]; by <= rows.hi[y]; ++by)
+      }
+      counted[t] = moved;
+#pragma omp barrier
+      const int32_t* first = std::lower_bound(c, c + nc, static_cast<int32_t>(y0 * Wi));
+      const int32_t* last = std::lower_bound(first, c + nc, static_cast<int32_t>(y1 * Wi));
+      mine.reserve(4 * (last - first));
+      for (const int32_t* p = first; p != last; ++p) {
+        const double d = dk[p - c];
+        if (d == 0.0) continue;
+        const int64_t i = *p, y = grid.row(i), xx = i - y * Wi;
+        const int64_t lo = std::max<int64_t>(rows.lo[y], b0), hi = std::min<int64_t>(rows.hi[y], b1 - 1);
+        for (int64_t by = lo; by <= hi; ++by)
           for (int64_t bx = cols.lo[xx]; bx <= cols.hi[xx]; ++bx) {
             const int64_t b = by * nbw + bx;
             energy[b] += d;
             if (sblk[b] != stamp) {
               sblk[b] = stamp;
-              touched.push_back(static_cast<int32_t>(b));
+              mine.push_back(static_cast<int32_t>(b));
             }
           }
       }
     }
-    for (int32_t b : touched) {
+    // Fired blocks mark their pending inputs (a byte each: two threads may mark the same one, with the same value).
+    const Grid block_grid(nbw);
+    for (int32_t b : mine) {
       if (!(energy[b] > eps2_block)) continue;
       const int64_t by = block_grid.row(b), bx = b - by * nbw;
       for (int64_t y = rows.first[by]; y <= rows.last[by]; ++y) {
         if (!rows.contains(y, by)) continue;
-        for (int64_t xx = cols.first[bx]; xx <= cols.last[bx]; ++xx)
-          if (r2[y * Wi + xx] > 0.f && r2[y * Wi + xx] >= update_floor && cols.contains(xx, bx))
-            mark_update(static_cast<int32_t>(y * Wi + xx));
+        for (int64_t xx = cols.first[bx]; xx <= cols.last[bx]; ++xx) {
+          const float v = r2[y * Wi + xx];
+          if (v > 0.f && v >= update_floor && cols.contains(xx, bx))
+            __atomic_store_n(in_mask + y * Wi + xx, uint8_t(1), __ATOMIC_RELAXED);
+        }
       }
     }
-  }
-
-  const int64_t nu = static_cast<int64_t>(update.size());
-  if (nu > refresh_fraction * static_cast<double>(n_in)) {
-    return {at::empty({0}, at::kInt), nu, 0, true};
-  }
-  if (!exact) {
-    const BlockAxis &rows = *rows_opt, &cols = *cols_opt;
-    for (int32_t q : update) {
-      const int64_t y = grid.row(q), xx = q - y * Wi;
-      const double v = r2[q];
-      for (int64_t by = rows.lo[y]; by <= rows.hi[y]; ++by)
-        for (int64_t bx = cols.lo[xx]; bx <= cols.hi[xx]; ++bx) energy[by * nbw + bx] -= v;
-      r2[q] = 0.f;
+#pragma omp barrier
+    collect(in_mask, Wi, Hi * t / nt, Hi * (t + 1) / nt, updates[t]);
+#pragma omp barrier
+    if (t == 0) {
+      for (const auto& part : updates) merged.insert(merged.end(), part.begin(), part.end());
+      nu = static_cast<int64_t>(merged.size());
     }
-    pending -= nu;
-  }
-  if (C == 1) {  // the first layer: a call per grey value would cost more than the copy
-    for (int32_t q : update) xh[q] = x[q];
-  } else {
-    at::parallel_for(0, nu, grain_for(C), [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        const int64_t off = static_cast<int64_t>(update[i]) * C;
-        std::memcpy(xh + off, x + off, C * sizeof(float));
+#pragma omp barrier
+    if (nu <= refresh_fraction * static_cast<double>(n_in)) {
+      // Each block's energy loses the residuals it held, in the updates' order, by the thread that owns it: block
+      // rows shared out anew by the updates (the fired blocks need not lie where the changes did).
+      const int32_t* u = merged.data();
+      if (nt > 1 && nu > 0) {
+        b0 = t == 0 ? 0 : rows.lo[grid.row(u[nu * t / nt])];
+        b1 = t == nt - 1 ? nbh : rows.lo[grid.row(u[nu * (t + 1) / nt])];
+        std::tie(y0, y1) = input_rows(b0, b1);
       }
-    });
+      const int32_t* first = std::lower_bound(u, u + nu, static_cast<int32_t>(y0 * Wi));
+      const int32_t* last = std::lower_bound(first, u + nu, static_cast<int32_t>(y1 * Wi));
+      for (const int32_t* p = first; p != last; ++p) {
+        const int64_t q = *p, y = grid.row(q), xx = q - y * Wi;
+        const double v = r2[q];
+        const int64_t lo = std::max<int64_t>(rows.lo[y], b0), hi = std::min<int64_t>(rows.hi[y], b1 - 1);
+        for (int64_t by = lo; by <= hi; ++by)
+          for (int64_t bx = cols.lo[xx]; bx <= cols.hi[xx]; ++bx) energy[by * nbw + bx] -= v;
+      }
+#pragma omp barrier
+      // The updated inputs take X's value and mark the outputs whose windows hold them (equal shares).
+      for (int64_t k = nu * t / nt; k < nu * (t + 1) / nt; ++k) {
+        const int64_t q = u[k];
+        r2[q] = 0.f;
+        const int64_t off = q * C;
+        if (C == 1) xh[off] = x[off];
+        else std::memcpy(xh + off, x + off, C * sizeof(float));
+        const int64_t y = grid.row(q), xx = q - y * Wi;
+        for (const int32_t* oy = out_rows.begin(y); oy != out_rows.end(y); ++oy) {
+          uint8_t* row = out_mask + static_cast<int64_t>(*oy) * g.Wo;
+          for (const int32_t* ox = out_cols.begin(xx); ox != out_cols.end(xx); ++ox)
+            __atomic_store_n(row + *ox, uint8_t(1), __ATOMIC_RELAXED);
+        }
+      }
+#pragma omp barrier
+      collect(out_mask, g.Wo, g.Ho * t / nt, g.Ho * (t + 1) / nt, outputs[t]);
+    }
   }
-  std::vector<int32_t> outputs = affected_outputs(update, Hi, Wi, g);
-  return {to_tensor(outputs), nu, pending, false};
+  if (nu > refresh_fraction * static_cast<double>(n_in)) return {at::empty({0}, at::kInt), nu, 0, true};
+  int64_t pending = dense ? 0 : pending_in;
+  for (int64_t v : counted) pending += v;
+  int64_t n_out = 0;
+  for (const auto& o : outputs) n_out += static_cast<int64_t>(o.size());
+  auto result = at::empty({n_out}, at::kInt);
+  int32_t* dst = result.data_ptr<int32_t>();
+  for (const auto& o : outputs) {
+    if (!o.empty()) std::memcpy(dst, o.data(), o.size() * sizeof(int32_t));
+    dst += o.size();
+  }
+  return {result, nu, pending - nu, false};
 }
 
 // Output positions whose window (conv/pool geometry) contains any of `inputs`, sorted.
@@ -533,8 +660,9 @@ void conv_rows(const at::Tensor& Xhat, const at::Tensor& outputs, std::vector<in
   const int32_t* o = outputs.data_ptr<int32_t>();
   float* z = Z.data_ptr<float>();
   const int64_t tiles = (n + kRows - 1) / kRows;
-  // About 2 MMAC per task: small layers run inline, a full map splits across the threads.
-  const int64_t grain = std::max<int64_t>(1, (1 << 21) / std::max<int64_t>(1, kRows * width * cout_padded));
+  // Two tiles a task at least: the work is waiting on the rows of cold maps more than arithmetic, and the threads
+  // wait side by side.
+  const int64_t grain = 2;
   at::parallel_for(0, tiles, grain, [&](int64_t tb, int64_t te) {
     std::vector<float> a(kRows * width, 0.f);
     float* dst[kRows];
@@ -705,11 +833,12 @@ class FramePlan {
   enum Kind : int64_t { kGated = 0, kFollow = 1, kBinary = 2, kUpsample = 3 };
   enum Column : int64_t { kPath, kActive, kPositions, kMacs, kDenseMacs, kUpdated, kPending, kRanGate, kColumns };
   enum PathCode : int64_t { kIdle = 0, kSparse = 1 };
+  using StatsRow = std::array<int64_t, kColumns>;
 
   explicit FramePlan(int64_t layers) : steps_(layers) {}
 
   void add_conv(int64_t index, bool gated, std::vector<int64_t> inputs, at::Tensor x, at::Tensor out, at::Tensor xhat,
-                at::Tensor r2, at::Tensor energy, at::Tensor st_in, at::Tensor st_blk,
+                at::Tensor r2, at::Tensor energy, at::Tensor st_blk,
                 std::vector<int64_t> geometry, double eps2_block, double noise_tail, double block_field,
                 double update_floor, int64_t block, double break_even, bool broad_bails, bool reads_camera,
                 int64_t pending, at::Tensor weight, at::Tensor bias, int64_t act, int64_t macs_per_position) {
@@ -717,7 +846,6 @@ class FramePlan {
     s.xhat = xhat;
     s.r2 = r2;
     s.energy = energy;
-    s.st_in = st_in;
     s.st_blk = st_blk;
     s.geometry = std::move(geometry);
     s.eps2_block = eps2_block;
@@ -753,17 +881,16 @@ class FramePlan {
   // One frame: `first` the input layer's changed positions, gate stamps from `stamp` on (one per gated layer), the
   // context's noise margin and energy and the camera layer's wide-change fraction. Returns (layer it stopped at,
   // or the layer count; every layer's changed positions up to it; whether that layer's gate ran, and its result:
-  // outputs, inputs updated, pending, refresh; the stats rows (layers, kColumns) int64 of the layers it ran).
-  std::tuple<int64_t, std::vector<at::Tensor>, bool, at::Tensor, int64_t, int64_t, bool, at::Tensor> run(
+  // outputs, inputs updated, pending, refresh; the stats rows, kColumns ints per layer, of the layers it ran).
+  std::tuple<int64_t, std::vector<at::Tensor>, bool, at::Tensor, int64_t, int64_t, bool, std::vector<StatsRow>> run(
       const at::Tensor& first, int64_t stamp, double noise_margin, double noise_energy, double camera_wide_change) {
     const int64_t n = static_cast<int64_t>(steps_.size());
     std::vector<at::Tensor> changes(n);
     changes[0] = first;
-    auto stats = at::zeros({n, kColumns}, at::kLong);
-    int64_t* st = stats.data_ptr<int64_t>();
+    std::vector<StatsRow> stats(n, StatsRow{});  // Python lists of ints: a tensor's tolist() cost 19 µs a frame
     auto record = [&](int64_t i, int64_t path, int64_t active, int64_t positions, int64_t macs, int64_t dense,
                       int64_t updated, int64_t pending) {
-      int64_t* r = st + i * kColumns;
+      int64_t* r = stats[i].data();
       r[kPath] = path;
       r[kActive] = active;
       r[kPositions] = positions;
@@ -802,10 +929,10 @@ class FramePlan {
           eps2 = std::max(eps2, noise_margin * s.noise_tail * noise_energy * s.block_field);
         const double floor = eps2 > 0.0 && !s.reads_camera ? s.update_floor * eps2 / s.block_field : 0.0;
         auto [active, updated, pending, refresh] =
-            select_update(s.x[0], s.xhat, c, false, s.r2, s.energy, s.st_in, s.st_blk, stamp++,
+            select_update(s.x[0], s.xhat, c, false, s.r2, s.energy, s.st_blk, stamp++,
                           s.geometry, eps2, s.block, s.break_even, s.pending, floor);
         s.pending = pending;
-        st[i * kColumns + kRanGate] = eps2 > 0.0 ? 2 : 1;  // the gate ran (2: at a threshold, its state dirty)
+        stats[i][kRanGate] = eps2 > 0.0 ? 2 : 1;  // the gate ran (2: at a threshold, its state dirty)
         const int64_t count = active.numel();
         const double dense_above = s.reads_camera ? std::min(s.break_even, camera_wide_change) : s.break_even;
         if (refresh || static_cast<double>(count) > dense_above * static_cast<double>(ho) * wo)
@@ -846,7 +973,7 @@ class FramePlan {
     int64_t kind = -1;
     std::vector<int64_t> inputs;
     std::vector<at::Tensor> x;
-    at::Tensor out, xhat, r2, energy, st_in, st_blk, weight, bias;
+    at::Tensor out, xhat, r2, energy, st_blk, weight, bias;
     std::vector<int64_t> geometry;
     double eps2_block = 0.0, noise_tail = 0.0, block_field = 1.0, update_floor = 0.0, break_even = 1.0;
     int64_t block = 1, act = 0, macs_per_position = 0, pending = 0, op = 0, factor = 1;
