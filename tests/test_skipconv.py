@@ -764,4 +764,4 @@ def test_a_frame_plan_missing_a_layer_raises_instead_of_crashing() -> None:
 
     plan = load_cpp().FramePlan(2)  # the input and one layer, which was never added
     with pytest.raises(RuntimeError, match="never added"):
-        plan.run(torch.zeros(1, dtype=torch.int32), 1, 0.0, 0.0, 0.25)
+        plan.run(torch.zeros(1, dtype=torch.int32), 1, 0.0, 0.0, 0.25, 1)

@@ -435,7 +435,7 @@ class SkipModel:
         if self._plan is None and self._plan_ready and self.use_plan and self._ctx.timings is None:
             self._plan = plan.build(self._ctx.kernels, self.layers, self._ctx)
         if self._plan is not None:
-            start, whole = plan.run(self._plan, self.layers, changes, self._ctx)
+            start, whole = plan.run(self._plan, self.layers, changes, self._ctx, self._first_conv or 0)
             if not whole:
                 self._plan = None  # Python took the frame over: its layers may replace the tensors the plan holds
         for index in range(start, len(self.layers)):

@@ -81,16 +81,20 @@ def _add_conv(plan: object, index: int, layer: ConvLayer, x: Layer, ctx: Context
     )  # fmt: skip
 
 
-def run(plan: object, layers: list[Layer], changes: list[Positions], ctx: Context) -> tuple[int, bool]:
+def run(plan: object, layers: list[Layer], changes: list[Positions], ctx: Context, keep: int) -> tuple[int, bool]:
     """Run ``plan`` on this frame (``changes[0]`` the input's): fills ``changes`` and the layers' stats and gate
-    state for the layers it ran. Returns (the first layer Python must step, whether the plan ran the whole frame).
+    state for the layers it ran (after a whole frame, of ``changes`` only layer ``keep``'s). Returns (the first layer
+    Python must step, whether the plan ran the whole frame).
     When a layer's gate asked for more than a sparse update, that layer finishes its step here, in Python."""
     stamp = ctx.scratch.stamp(len(layers))
     stop, planned, gate_ran, active, updated, pending, refresh, stats = plan.run(
-        changes[0], stamp, ctx.noise_margin, ctx.noise_energy, ctx.camera_wide_change
+        changes[0], stamp, ctx.noise_margin, ctx.noise_energy, ctx.camera_wide_change, keep
     )
+    if stop < len(layers):
+        changes[1:stop] = planned[1:stop]
+    elif 0 < keep < stop:
+        changes[keep] = planned[keep]
     for index in range(1, min(stop, len(layers))):
-        changes[index] = planned[index]
         layer = layers[index]
         row = stats[index]
         s = layer.stats

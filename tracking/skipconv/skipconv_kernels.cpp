@@ -880,10 +880,13 @@ class FramePlan {
 
   // One frame: `first` the input layer's changed positions, gate stamps from `stamp` on (one per gated layer), the
   // context's noise margin and energy and the camera layer's wide-change fraction. Returns (layer it stopped at,
-  // or the layer count; every layer's changed positions up to it; whether that layer's gate ran, and its result:
-  // outputs, inputs updated, pending, refresh; the stats rows, kColumns ints per layer, of the layers it ran).
+  // or the layer count; every layer's changed positions up to it (after a whole frame only layer `keep`'s, the
+  // rest undefined: each tensor handed to Python costs a microsecond or two); whether that layer's gate ran, and
+  // its result: outputs, inputs updated, pending, refresh; the stats rows, kColumns ints per layer, of the layers
+  // it ran).
   std::tuple<int64_t, std::vector<at::Tensor>, bool, at::Tensor, int64_t, int64_t, bool, std::vector<StatsRow>> run(
-      const at::Tensor& first, int64_t stamp, double noise_margin, double noise_energy, double camera_wide_change) {
+      const at::Tensor& first, int64_t stamp, double noise_margin, double noise_energy, double camera_wide_change,
+      int64_t keep) {
     const int64_t n = static_cast<int64_t>(steps_.size());
     std::vector<at::Tensor> changes(n);
     changes[0] = first;
@@ -965,7 +968,9 @@ class FramePlan {
         changes[i] = active;
       }
     }
-    return {n, changes, false, none, 0, 0, false, stats};
+    std::vector<at::Tensor> kept(n);
+    if (keep > 0 && keep < n) kept[keep] = changes[keep];
+    return {n, kept, false, none, 0, 0, false, stats};
   }
 
  private:
