@@ -716,6 +716,9 @@ class PoolLayer(Layer):
             return change
         x = xs[0]
         active = ctx.kernels.dilate_positions(change, x.size[0], x.size[1], self.geom)
+        if not active.numel():  # the changes lie where no window reaches (a border row a stride leaves out)
+            self._record(Path.IDLE, 0)
+            return active
         pad = float("-inf") if self.kind == "max" else 0.0
         cols = ctx.kernels.gather_windows(x.hwc, active, self.geom, pad).view(active.numel(), -1, x.out.shape[1])
         values = cols.amax(1) if self.kind == "max" else cols.mean(1)
