@@ -14,6 +14,7 @@ from tracking.skipconv.convert import convert
 from tracking.skipconv.errors import UnsupportedOperationError
 from tracking.skipconv.kernels import Backend
 from tracking.skipconv.layers import CAMERA_WIDE_CHANGE, CAMERA_WIDE_CHANGE_AFTER_MOTION, ConvLayer
+from tracking.skipconv.stats import Path
 
 convert_module = importlib.import_module("tracking.skipconv.convert")  # the package's `convert` is the function
 BACKENDS = [Backend.CPP, Backend.TORCH]
@@ -765,3 +766,30 @@ def test_a_frame_plan_missing_a_layer_raises_instead_of_crashing() -> None:
     plan = load_cpp().FramePlan(2)  # the input and one layer, which was never added
     with pytest.raises(RuntimeError, match="never added"):
         plan.run(torch.zeros(1, dtype=torch.int32), 1, 0.0, 0.0, 0.25, 1)
+
+
+@pytest.mark.parametrize("name", ["residual", "pools_and_pointwise"])
+def test_outputs_carry_no_autograd_graph(name: str) -> None:
+    """Sparse frames of a model the frame plan runs skip torch.no_grad() (their layers hold detached weights); the
+    others keep it. Neither builds a graph, even from an input that requires gradients, on key, sparse and dense
+    frames alike."""
+    model = MODELS[name]()
+    skip = convert(model, threshold=0.05, break_even=0.3)
+    for x in frames(20, 24, 12, seed=5):
+        out = skip(x.requires_grad_())
+        for o in out if isinstance(out, tuple) else (out,):
+            assert not o.requires_grad and o.grad_fn is None
+
+
+def test_a_change_where_no_pooling_window_reaches_leaves_the_pool_idle() -> None:
+    """2x2 pooling of a 5-row map leaves its last row out: a frame that changes only there changes nothing past
+    the pool (it used to fail reshaping the empty set of windows)."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.AvgPool2d(2)).eval()
+    skip = convert(model, break_even=1.0)
+    x = torch.rand(1, 1, 5, 6)
+    skip(x)
+    x = x.clone()
+    x[0, 0, 4] += 0.5
+    with torch.no_grad():
+        assert torch.equal(skip(x), model(x))
+    assert skip.layers[-1].stats.path is Path.IDLE

@@ -181,6 +181,10 @@ class SkipModel:
         # Sparse frames in one C++ call (tracking/skipconv/plan.py) where the kernels and the layers allow;
         # ``use_plan = False`` runs every layer's step in Python (the same results: the tests compare the two).
         self.use_plan = hasattr(self._ctx.kernels, "FramePlan") and plan.supported(layers)
+        # The layers a plan can run compute with detached weights on the detached input: no autograd graph can form,
+        # and a sparse frame skips torch.no_grad(), whose context cost 4 % of a still_hand skip frame (stop 23, the
+        # interpreter's state cold after the dense model's run).
+        self._autograd_free = plan.supported(layers)
         self._plan: object | None = None
         self._plan_ready = False  # the last frame ran no layer dense: the next may build a plan
 
@@ -331,16 +335,24 @@ class SkipModel:
         after_motion = self._since_streak is not None and self._since_streak <= RESUME_FRAMES
         self._ctx.camera_wide_change = CAMERA_WIDE_CHANGE_AFTER_MOTION if after_motion else CAMERA_WIDE_CHANGE
         self._ctx.camera_refreshed = False
-        with torch.no_grad():
-            if resolution != self._resolution:
+        if resolution != self._resolution:
+            with torch.no_grad():
                 self._key_frame(resolution)
-                self._first_changes = EVERYWHERE
-            elif self._step():  # no convolution ran dense: the count of all-dense frames starts again
-                self._plan_ready, self._all_dense_frames = True, 0
-            else:
-                self._count_all_dense()
+            self._first_changes = EVERYWHERE
+        elif self._autograd_free:
+            self._sparse_frame()
+        else:
+            with torch.no_grad():
+                self._sparse_frame()
         outs = tuple(self.layers[i].out for i in self.outputs)
         return outs if self.tuple_output else outs[0]
+
+    def _sparse_frame(self) -> None:
+        """A frame at the known resolution through the layers, then the count of frames that ran all dense."""
+        if self._step():  # no convolution ran dense: the count starts again
+            self._plan_ready, self._all_dense_frames = True, 0
+        else:
+            self._count_all_dense()
 
     def _count_all_dense(self) -> None:
         """Hand over to the folded graph after ALL_DENSE_FRAMES frames on which every convolution ran dense."""
