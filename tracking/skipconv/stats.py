@@ -14,7 +14,7 @@ class Path(enum.Enum):
     DENSE = "dense"  # active fraction above the layer's break-even, or a key frame
 
 
-@dataclass
+@dataclass(slots=True)
 class LayerStats:
     """One layer on the last frame. MACs count multiply-accumulates of convolutions (0 for other ops)."""
 
