@@ -764,8 +764,9 @@ def test_a_frame_plan_missing_a_layer_raises_instead_of_crashing() -> None:
     from tracking.skipconv.kernels import load_cpp
 
     plan = load_cpp().FramePlan(2)  # the input and one layer, which was never added
+    plan.add_input(torch.zeros(4, 4, 1))
     with pytest.raises(RuntimeError, match="never added"):
-        plan.run(torch.zeros(1, dtype=torch.int32), 1, 0.0, 0.0, 0.25, 1)
+        plan.run(torch.ones(4, 4, 1), 0.5, 1, 0.0, 0.0, 0.25, 1)
 
 
 @pytest.mark.parametrize("name", ["residual", "pools_and_pointwise"])

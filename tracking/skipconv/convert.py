@@ -435,21 +435,22 @@ class SkipModel:
         """One frame through the layers; True when it ran only sparse or idle layers (an unchanged input, or the
         plan ran the whole frame)."""
         changes: list[Positions] = [EVERYWHERE] * len(self.layers)
-        changes[0] = self.layers[0].step([], [], self._ctx)
-        if changes[0].numel() == 0:
-            # An unchanged frame costs only the input compare: pending residuals can only fire when an input of
-            # their block changes.
-            for layer in self.layers[1:]:
-                layer.idle()
-            self._first_changes = torch.zeros(0, dtype=torch.int32)
-            return True
-        start, whole = 1, False
         if self._plan is None and self._plan_ready and self.use_plan and self._ctx.timings is None:
             self._plan = plan.build(self._ctx.kernels, self.layers, self._ctx)
         if self._plan is not None:
             start, whole = plan.run(self._plan, self.layers, changes, self._ctx, self._first_conv or 0)
             if not whole:
                 self._plan = None  # Python took the frame over: its layers may replace the tensors the plan holds
+        else:
+            changes[0] = self.layers[0].step([], [], self._ctx)
+            start, whole = (0, True) if changes[0].numel() == 0 else (1, False)
+        if start == 0:
+            # An unchanged frame costs only the input compare: pending residuals can only fire when an input of
+            # their block changes.
+            for layer in self.layers[1:]:
+                layer.idle()
+            self._first_changes = torch.zeros(0, dtype=torch.int32)
+            return True
         for index in range(start, len(self.layers)):
             layer = self.layers[index]
             xs = [self.layers[i] for i in layer.inputs]

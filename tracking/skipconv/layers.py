@@ -203,6 +203,7 @@ class InputLayer(Layer):
 
     def set_frame(self, x: torch.Tensor) -> None:
         self.frame = x.contiguous(memory_format=CL)
+        self.frame_hwc = hwc_of(self.frame)
 
     def key(self, xs: list[Layer], ctx: Context) -> None:
         self.out = self.frame.clone()
@@ -219,15 +220,23 @@ class InputLayer(Layer):
     frames_since_estimate = NOISE_EVERY  # the first step estimates
 
     def step(self, xs: list[Layer], changes: list[Positions], ctx: Context) -> Positions:
+        self.before_compare(ctx)
+        changed, count = ctx.kernels.changed_positions(self.frame_hwc, self.writable(), self.DENSE_FRACTION)
+        self.record_compare(count)
+        if count and not changed.numel():
+            return ctx.scratch.everywhere(*self.size)
+        return changed
+
+    def before_compare(self, ctx: Context) -> None:
+        """What the step does before comparing the frame with the last one (a frame plan compares them itself)."""
         self.frames_since_estimate += 1
         if ctx.threshold > 0 and ctx.noise_margin > 0 and self.frames_since_estimate >= self.NOISE_EVERY:
             self._estimate_noise(ctx)
             self.frames_since_estimate = 0
-        changed, count = ctx.kernels.changed_positions(hwc_of(self.frame), self.writable(), self.DENSE_FRACTION)
+
+    def record_compare(self, count: int) -> None:
+        """This frame's stats, from the count of changed pixels."""
         self._record(Path.SPARSE if count else Path.IDLE, count)
-        if count and not changed.numel():
-            return ctx.scratch.everywhere(*self.size)
-        return changed
 
     def _estimate_noise(self, ctx: Context) -> None:
         """Update ``ctx.noise_energy`` from this frame's difference to the last one on every 4th pixel a side.

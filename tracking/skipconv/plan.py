@@ -3,10 +3,11 @@ runs their per-layer rules (tracking/skipconv/layers.py) without Python between 
 
 Python costs 10-25 µs a layer between the kernels (about a quarter of a still camera's frame, docs/skipconv.md),
 and while it runs it holds the GIL, so the two cameras' networks in threads (``NetworkKeypointProvider``) mostly
-took turns. The plan covers a frame's sparse path: gated and following convolutions with a fused activation
-(none, ReLU, ReLU6) and groups 1, add/sub/mul, upsampling. At the first layer that needs more (a dense run, a
-refresh its gate asks for, a change too broad for the sparse path) it hands the frame back, and the layers go on
-in Python from there: the plan mirrors their rules, and the tests hold it to the same outputs and stats.
+took turns. The plan covers a frame's sparse path, from the input layer's compare of the frame with the last one:
+gated and following convolutions with a fused activation (none, ReLU, ReLU6) and groups 1, add/sub/mul,
+upsampling. At the first layer that needs more (a dense run, a refresh its gate asks for, a change too broad for
+the sparse path) it hands the frame back, and the layers go on in Python from there: the plan mirrors their rules,
+and the tests hold it to the same outputs and stats.
 
 A plan holds the tensors the layers hold when it is built; anything that replaces one (a key frame, a dense run,
 a new threshold) makes the SkipModel drop it, and it is built again once a frame has run without a dense layer.
@@ -47,6 +48,7 @@ def build(module: object, layers: list[Layer], ctx: Context) -> object | None:
         if isinstance(layer, ConvLayer) and not layer.follows_input:
             layer.own_reference()
     plan = module.FramePlan(len(layers))
+    plan.add_input(layers[0].hwc)
     for index, layer in enumerate(layers[1:], start=1):
         xs = [layers[i] for i in layer.inputs]
         if isinstance(layer, ConvLayer):
@@ -82,16 +84,22 @@ def _add_conv(plan: object, index: int, layer: ConvLayer, x: Layer, ctx: Context
 
 
 def run(plan: object, layers: list[Layer], changes: list[Positions], ctx: Context, keep: int) -> tuple[int, bool]:
-    """Run ``plan`` on this frame (``changes[0]`` the input's): fills ``changes`` and the layers' stats and gate
-    state for the layers it ran (after a whole frame, of ``changes`` only layer ``keep``'s). Returns (the first layer
-    Python must step, whether the plan ran the whole frame).
+    """Run ``plan`` on this frame, the input layer's compare included: fills ``changes`` and the layers' stats and
+    gate state for the layers it ran (after a whole frame, of ``changes`` only layer ``keep``'s). Returns (the first
+    layer Python must step, 0 when the frame did not change; whether the plan ran the whole frame).
     When a layer's gate asked for more than a sparse update, that layer finishes its step here, in Python."""
+    source = layers[0]
+    source.before_compare(ctx)
     stamp = ctx.scratch.stamp(len(layers))
-    stop, planned, gate_ran, active, updated, pending, refresh, stats = plan.run(
-        changes[0], stamp, ctx.noise_margin, ctx.noise_energy, ctx.camera_wide_change, keep
-    )
+    count, stop, planned, gate_ran, active, updated, pending, refresh, stats = plan.run(
+        source.frame_hwc, source.DENSE_FRACTION, stamp, ctx.noise_margin, ctx.noise_energy, ctx.camera_wide_change,
+        keep,
+    )  # fmt: skip
+    source.record_compare(count)
+    if stop == 0:
+        return 0, True
     if stop < len(layers):
-        changes[1:stop] = planned[1:stop]
+        changes[:stop] = planned[:stop]
     elif 0 < keep < stop:
         changes[keep] = planned[keep]
     for index in range(1, min(stop, len(layers))):

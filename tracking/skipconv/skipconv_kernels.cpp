@@ -878,15 +878,36 @@ class FramePlan {
     s.align = align_corners;
   }
 
-  // One frame: `first` the input layer's changed positions, gate stamps from `stamp` on (one per gated layer), the
-  // context's noise margin and energy and the camera layer's wide-change fraction. Returns (layer it stopped at,
-  // or the layer count; every layer's changed positions up to it (after a whole frame only layer `keep`'s, the
-  // rest undefined: each tensor handed to Python costs a microsecond or two); whether that layer's gate ran, and
-  // its result: outputs, inputs updated, pending, refresh; the stats rows, kColumns ints per layer, of the layers
-  // it ran).
-  std::tuple<int64_t, std::vector<at::Tensor>, bool, at::Tensor, int64_t, int64_t, bool, std::vector<StatsRow>> run(
-      const at::Tensor& first, int64_t stamp, double noise_margin, double noise_energy, double camera_wide_change,
-      int64_t keep) {
+  // The input layer's map (the last frame, updated in place where the new one differs).
+  void add_input(at::Tensor last) { input_ = last; }
+
+  using Result =
+      std::tuple<int64_t, std::vector<at::Tensor>, bool, at::Tensor, int64_t, int64_t, bool, std::vector<StatsRow>>;
+
+  // One frame: `frame` the camera image (H, W, C), compared here with the last one as the input layer's step does
+  // (`changed_positions`; above dense_fraction of the pixels every position counts as changed); gate stamps from
+  // `stamp` on (one per gated layer), the context's noise margin and energy and the camera layer's wide-change
+  // fraction. Returns (the count of changed pixels; the layer it stopped at, 0 when the frame did not change, or
+  // the layer count; every layer's changed positions up to it (after a whole frame only layer `keep`'s, the rest
+  // undefined: each tensor handed to Python costs a microsecond or two); whether that layer's gate ran, and its
+  // result: outputs, inputs updated, pending, refresh; the stats rows, kColumns ints per layer, of the layers it
+  // ran).
+  std::tuple<int64_t, int64_t, std::vector<at::Tensor>, bool, at::Tensor, int64_t, int64_t, bool,
+             std::vector<StatsRow>>
+  run(const at::Tensor& frame, double dense_fraction, int64_t stamp, double noise_margin, double noise_energy,
+      double camera_wide_change, int64_t keep) {
+    TORCH_CHECK(input_.defined(), "frame plan: the input layer's map was never added");
+    auto [first, count] = changed_positions(frame, input_, dense_fraction);
+    if (count == 0) return {0, 0, {}, false, at::empty({0}, at::kInt), 0, 0, false, {}};
+    if (first.numel() == 0) first = at::arange(input_.size(0) * input_.size(1), at::kInt);
+    return std::tuple_cat(std::make_tuple(count),
+                          from(first, stamp, noise_margin, noise_energy, camera_wide_change, keep));
+  }
+
+ private:
+  // The frame from the input's changed positions `first` on (run's result without the count).
+  Result from(const at::Tensor& first, int64_t stamp, double noise_margin, double noise_energy,
+              double camera_wide_change, int64_t keep) {
     const int64_t n = static_cast<int64_t>(steps_.size());
     std::vector<at::Tensor> changes(n);
     changes[0] = first;
@@ -973,7 +994,6 @@ class FramePlan {
     return {n, kept, false, none, 0, 0, false, stats};
   }
 
- private:
   struct Step {
     int64_t kind = -1;
     std::vector<int64_t> inputs;
@@ -997,6 +1017,7 @@ class FramePlan {
   }
 
   std::vector<Step> steps_;
+  at::Tensor input_;
 };
 
 // The kernels touch no Python object: they release the GIL, so that two cameras' networks run in parallel threads.
@@ -1017,5 +1038,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("add_conv", &FramePlan::add_conv)
       .def("add_binary", &FramePlan::add_binary)
       .def("add_upsample", &FramePlan::add_upsample)
+      .def("add_input", &FramePlan::add_input)
       .def("run", &FramePlan::run, py::call_guard<py::gil_scoped_release>());
 }
