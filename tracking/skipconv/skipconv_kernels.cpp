@@ -343,10 +343,11 @@ std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
   // Block rows [split[t], split[t + 1]) belong to thread t: it alone adds to and subtracts from their energies, in
   // the changes' order and then the updates' (both ascending), so every block's sum comes out the same whatever
   // the threads. Incremental: the threads take equal shares of the changes (a hand in one half of the image).
+  // The first block row a position's input row reaches (nbh past the last).
+  auto band_start = [&](int32_t p) { return std::min<int64_t>(nbh, rows.lo[grid.row(p)]); };
   std::vector<int64_t> split(nt + 1, nbh);
   split[0] = 0;
-  for (int t = 1; t < nt; ++t)
-    split[t] = std::max(split[t - 1], dense ? nbh * t / nt : static_cast<int64_t>(rows.lo[grid.row(c[nc * t / nt])]));
+  for (int t = 1; t < nt; ++t) split[t] = std::max(split[t - 1], dense ? nbh * t / nt : band_start(c[nc * t / nt]));
   std::vector<std::vector<int32_t>> touched(nt), updates(nt), outputs(nt);
   std::vector<int32_t> merged;
   std::vector<int64_t> counted(nt, 0);
@@ -468,8 +469,8 @@ std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
       // rows shared out anew by the updates (the fired blocks need not lie where the changes did).
       const int32_t* u = merged.data();
       if (nt > 1 && nu > 0) {
-        b0 = t == 0 ? 0 : rows.lo[grid.row(u[nu * t / nt])];
-        b1 = t == nt - 1 ? nbh : rows.lo[grid.row(u[nu * (t + 1) / nt])];
+        b0 = t == 0 ? 0 : band_start(u[nu * t / nt]);
+        b1 = t == nt - 1 ? nbh : band_start(u[nu * (t + 1) / nt]);
         std::tie(y0, y1) = input_rows(b0, b1);
       }
       const int32_t* first = std::lower_bound(u, u + nu, static_cast<int32_t>(y0 * Wi));
