@@ -2,9 +2,9 @@
 
 An active set is a sorted int32 tensor of flat positions ``y * W + x`` on one grid, or ``EVERYWHERE`` (``None``)
 when every position is active (key frames). Sets are derived layer to layer from the producer's set in O(active)
-work: the kernels collect a set in a byte mask of their own (``skipconv_kernels.cpp``, ``PositionMask``), and the
-gates mark inputs and blocks in stamp arrays allocated once per resolution and shared by every layer on that grid,
-so no layer touches a full-size tensor on a sparse frame.
+work: the kernels collect a set in a byte mask of their own (``skipconv_kernels.cpp``, ``PositionMask``, and the
+gate's masks its threads share), and the gates mark their blocks in stamp arrays allocated once per resolution and
+shared by every layer on that grid, so no layer touches a full-size tensor on a sparse frame.
 """
 
 from __future__ import annotations
