@@ -764,7 +764,7 @@ def test_a_frame_plan_missing_a_layer_raises_instead_of_crashing() -> None:
     from tracking.skipconv.kernels import load_cpp
 
     plan = load_cpp().FramePlan(2)  # the input and one layer, which was never added
-    plan.add_input(torch.zeros(4, 4, 1))
+    plan.add_input(torch.zeros(4, 4, 1), torch.arange(16, dtype=torch.int32))
     with pytest.raises(RuntimeError, match="never added"):
         plan.run(torch.ones(4, 4, 1), 0.5, 1, 0.0, 0.0, 0.25, 1)
 

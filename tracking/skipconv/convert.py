@@ -178,13 +178,13 @@ class SkipModel:
         self._since_streak: int | None = None  # per-layer frames since the last folded streak ended
         self._precision = "fp32"
         self._bf16: dict[str, torch.fx.GraphModule] = {}
-        # Sparse frames in one C++ call (tracking/skipconv/plan.py) where the kernels and the layers allow;
-        # ``use_plan = False`` runs every layer's step in Python (the same results: the tests compare the two).
-        self.use_plan = hasattr(self._ctx.kernels, "FramePlan") and plan.supported(layers)
         # The layers a plan can run compute with detached weights on the detached input: no autograd graph can form,
         # and a sparse frame skips torch.no_grad(), whose context cost 4 % of a still_hand skip frame (stop 23, the
         # interpreter's state cold after the dense model's run).
         self._autograd_free = plan.supported(layers)
+        # Sparse frames in one C++ call (tracking/skipconv/plan.py) where the kernels and the layers allow;
+        # ``use_plan = False`` runs every layer's step in Python (the same results: the tests compare the two).
+        self.use_plan = hasattr(self._ctx.kernels, "FramePlan") and self._autograd_free
         self._plan: object | None = None
         self._plan_ready = False  # the last frame ran no layer dense: the next may build a plan
 

@@ -48,7 +48,7 @@ def build(module: object, layers: list[Layer], ctx: Context) -> object | None:
         if isinstance(layer, ConvLayer) and not layer.follows_input:
             layer.own_reference()
     plan = module.FramePlan(len(layers))
-    plan.add_input(layers[0].hwc)
+    plan.add_input(layers[0].hwc, ctx.scratch.everywhere(*layers[0].size))
     for index, layer in enumerate(layers[1:], start=1):
         xs = [layers[i] for i in layer.inputs]
         if isinstance(layer, ConvLayer):

@@ -83,6 +83,41 @@ struct AxisMap {
   const int32_t* end(int64_t i) const { return &items[i * taps] + count[i]; }
 };
 
+// The marked bytes of mask[begin, end) appended to `out` as positions, ascending, and cleared. Only those bytes are
+// read or written (another thread may be collecting the next range of the same mask).
+void collect_marked(uint8_t* mask, int64_t begin, int64_t end, std::vector<int32_t>& out) {
+  int64_t p = begin;
+  auto one = [&](int64_t q) {
+    if (mask[q]) {
+      mask[q] = 0;
+      out.push_back(static_cast<int32_t>(q));
+    }
+  };
+  for (; p < end && (p & 7); ++p) one(p);
+  for (; p + 8 <= end; p += 8) {
+    uint64_t v;
+    std::memcpy(&v, mask + p, 8);
+    if (!v) continue;  // runs of unmarked positions pass eight at a time
+    std::memset(mask + p, 0, 8);
+    while (v) {
+      const int b = __builtin_ctzll(v) >> 3;  // lowest marked byte (little-endian: the first position)
+      out.push_back(static_cast<int32_t>(p + b));
+      v &= ~(0xffULL << (b * 8));
+    }
+  }
+  for (; p < end; ++p) one(p);
+}
+
+// Marks, in a byte mask over the output grid (width Wo), the outputs whose windows hold input (y, x). A relaxed
+// atomic store is a plain byte store; it lets the gate's threads mark the same output at once.
+inline void mark_outputs(const AxisMap& rows, const AxisMap& cols, int64_t y, int64_t x, uint8_t* mask, int64_t Wo) {
+  for (const int32_t* oy = rows.begin(y); oy != rows.end(y); ++oy) {
+    uint8_t* row = mask + static_cast<int64_t>(*oy) * Wo;
+    for (const int32_t* ox = cols.begin(x); ox != cols.end(x); ++ox)
+      __atomic_store_n(row + *ox, uint8_t(1), __ATOMIC_RELAXED);
+  }
+}
+
 // A byte per position of one grid, marked by a kernel and collected sorted by one scan that also clears it. One
 // mask per thread serves every call (tens of kilobytes that stay in cache): an int32 stamp array per grid is four
 // times larger and cold after the other layers ran, and sorting a marked list costs more than the scan (stop 22:
@@ -91,7 +126,7 @@ class PositionMask {
  public:
   explicit PositionMask(int64_t n) : n_(n) {
     thread_local std::vector<uint8_t> buffer;
-    if (static_cast<int64_t>(buffer.size()) < n + 8) buffer.resize(n + 8, 0);  // + 8: the scan reads whole words
+    if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(n, 0);
     bytes_ = buffer.data();
   }
   uint8_t* bytes() { return bytes_; }
@@ -99,18 +134,7 @@ class PositionMask {
   // The marked positions, ascending; the mask is clear afterwards.
   std::vector<int32_t> take() {
     std::vector<int32_t> out;
-    const int64_t words = (n_ + 7) / 8;
-    for (int64_t w = 0; w < words; ++w) {
-      uint64_t v;
-      std::memcpy(&v, bytes_ + w * 8, 8);
-      if (!v) continue;  // runs of unmarked positions pass eight at a time
-      std::memset(bytes_ + w * 8, 0, 8);
-      while (v) {
-        const int b = __builtin_ctzll(v) >> 3;  // lowest marked byte (little-endian: the first position)
-        out.push_back(static_cast<int32_t>(w * 8 + b));
-        v &= ~(0xffULL << (b * 8));
-      }
-    }
+    collect_marked(bytes_, 0, n_, out);
     return out;
   }
 
@@ -126,11 +150,8 @@ std::vector<int32_t> affected_outputs(const std::vector<int32_t>& inputs, int64_
   const Grid grid(Wi);
   PositionMask mask(g.Ho * g.Wo);
   for (int32_t p : inputs) {
-    const int64_t y = grid.row(p), x = p - y * Wi;
-    for (const int32_t* oy = rows.begin(y); oy != rows.end(y); ++oy) {
-      uint8_t* row = mask.bytes() + static_cast<int64_t>(*oy) * g.Wo;
-      for (const int32_t* ox = cols.begin(x); ox != cols.end(x); ++ox) row[*ox] = 1;
-    }
+    const int64_t y = grid.row(p);
+    mark_outputs(rows, cols, y, p - y * Wi, mask.bytes(), g.Wo);
   }
   return mask.take();
 }
@@ -222,37 +243,11 @@ int team_for(int64_t work) {
 }
 
 // A byte mask over n positions, all clear, shared by the threads of the calling thread's gate call (slot 0 its
-// inputs, 1 its outputs); `collect` leaves it clear again.
+// inputs, 1 its outputs); `collect_marked` leaves it clear again.
 uint8_t* shared_mask(int slot, int64_t n) {
   thread_local std::vector<uint8_t> masks[2];
   if (static_cast<int64_t>(masks[slot].size()) < n) masks[slot].resize(n, 0);
   return masks[slot].data();
-}
-
-// The marked positions of rows [r0, r1) of a byte mask of width W appended to `out` ascending, and cleared. Only
-// bytes of those rows are read or written (another thread may be collecting the next rows).
-void collect(uint8_t* mask, int64_t W, int64_t r0, int64_t r1, std::vector<int32_t>& out) {
-  int64_t p = r0 * W;
-  const int64_t e = r1 * W;
-  auto one = [&](int64_t q) {
-    if (mask[q]) {
-      mask[q] = 0;
-      out.push_back(static_cast<int32_t>(q));
-    }
-  };
-  for (; p < e && (p & 7); ++p) one(p);
-  for (; p + 8 <= e; p += 8) {
-    uint64_t v;
-    std::memcpy(&v, mask + p, 8);
-    if (!v) continue;  // runs of unmarked positions pass eight at a time
-    std::memset(mask + p, 0, 8);
-    while (v) {
-      const int b = __builtin_ctzll(v) >> 3;  // lowest marked byte (little-endian: the first position)
-      out.push_back(static_cast<int32_t>(p + b));
-      v &= ~(0xffULL << (b * 8));
-    }
-  }
-  for (; p < e; ++p) one(p);
 }
 
 // The exact gate (no threshold): every input whose residual is nonzero updates now; the residuals and energies
@@ -342,8 +337,8 @@ std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
   double* dk = deltas.data();
   // Block rows [split[t], split[t + 1]) belong to thread t: it alone adds to and subtracts from their energies, in
   // the changes' order and then the updates' (both ascending), so every block's sum comes out the same whatever
-  // the threads. Incremental: the threads take equal shares of the changes (a hand in one half of the image).
-  // The first block row a position's input row reaches (nbh past the last).
+  // the threads. Incremental: the threads take equal shares of the changes (a hand in one half of the image), each
+  // band starting at the first block row its first change's input row reaches.
   auto band_start = [&](int32_t p) { return std::min<int64_t>(nbh, rows.lo[grid.row(p)]); };
   std::vector<int64_t> split(nt + 1, nbh);
   split[0] = 0;
@@ -457,7 +452,7 @@ std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
       }
     }
 #pragma omp barrier
-    collect(in_mask, Wi, Hi * t / nt, Hi * (t + 1) / nt, updates[t]);
+    collect_marked(in_mask, Hi * t / nt * Wi, Hi * (t + 1) / nt * Wi, updates[t]);
 #pragma omp barrier
     if (t == 0) {
       for (const auto& part : updates) merged.insert(merged.end(), part.begin(), part.end());
@@ -490,15 +485,11 @@ std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
         const int64_t off = q * C;
         if (C == 1) xh[off] = x[off];
         else std::memcpy(xh + off, x + off, C * sizeof(float));
-        const int64_t y = grid.row(q), xx = q - y * Wi;
-        for (const int32_t* oy = out_rows.begin(y); oy != out_rows.end(y); ++oy) {
-          uint8_t* row = out_mask + static_cast<int64_t>(*oy) * g.Wo;
-          for (const int32_t* ox = out_cols.begin(xx); ox != out_cols.end(xx); ++ox)
-            __atomic_store_n(row + *ox, uint8_t(1), __ATOMIC_RELAXED);
-        }
+        const int64_t y = grid.row(q);
+        mark_outputs(out_rows, out_cols, y, q - y * Wi, out_mask, g.Wo);
       }
 #pragma omp barrier
-      collect(out_mask, g.Wo, g.Ho * t / nt, g.Ho * (t + 1) / nt, outputs[t]);
+      collect_marked(out_mask, g.Ho * t / nt * g.Wo, g.Ho * (t + 1) / nt * g.Wo, outputs[t]);
     }
   }
   if (nu > refresh_fraction * static_cast<double>(n_in)) return {at::empty({0}, at::kInt), nu, 0, true};
@@ -879,8 +870,12 @@ class FramePlan {
     s.align = align_corners;
   }
 
-  // The input layer's map (the last frame, updated in place where the new one differs).
-  void add_input(at::Tensor last) { input_ = last; }
+  // The input layer's map (the last frame, updated in place where the new one differs), and the list of all its
+  // positions (the frame's changes when it changed almost everywhere: a camera that moves, every frame of it).
+  void add_input(at::Tensor last, at::Tensor everywhere) {
+    input_ = last;
+    everywhere_ = everywhere;
+  }
 
   using Result =
       std::tuple<int64_t, std::vector<at::Tensor>, bool, at::Tensor, int64_t, int64_t, bool, std::vector<StatsRow>>;
@@ -900,7 +895,7 @@ class FramePlan {
     TORCH_CHECK(input_.defined(), "frame plan: the input layer's map was never added");
     auto [first, count] = changed_positions(frame, input_, dense_fraction);
     if (count == 0) return {0, 0, {}, false, at::empty({0}, at::kInt), 0, 0, false, {}};
-    if (first.numel() == 0) first = at::arange(input_.size(0) * input_.size(1), at::kInt);
+    if (first.numel() == 0) first = everywhere_;
     return std::tuple_cat(std::make_tuple(count),
                           from(first, stamp, noise_margin, noise_energy, camera_wide_change, keep));
   }
@@ -1018,7 +1013,7 @@ class FramePlan {
   }
 
   std::vector<Step> steps_;
-  at::Tensor input_;
+  at::Tensor input_, everywhere_;
 };
 
 // The kernels touch no Python object: they release the GIL, so that two cameras' networks run in parallel threads.
