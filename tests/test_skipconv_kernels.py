@@ -42,17 +42,30 @@ def test_upsampling_at_positions_agrees(mode: str) -> None:
     assert float((z_cpp - z_ref).abs().max()) <= 1e-6
 
 
-def test_fused_convolution_rows_agree() -> None:
+@pytest.mark.parametrize("act", [0, 1, 2])
+@pytest.mark.parametrize(
+    "cin, cout, geometry",
+    [(4, 6, (3, 3, 1, 1, 1, 1, 1, 1, 12, 10)), (16, 16, (3, 3, 2, 2, 1, 1, 1, 1, 6, 5)),
+     (20, 40, (3, 3, 1, 1, 2, 2, 2, 2, 12, 10)), (3, 17, (1, 1, 1, 1, 0, 0, 1, 1, 12, 10))],
+)  # fmt: skip
+def test_fused_convolution_rows_agree(act: int, cin: int, cout: int, geometry: tuple) -> None:
+    """Windows inside the map and across its border, whole and partial vectors of output channels, each
+    activation (none, ReLU, ReLU6)."""
     gen = torch.Generator().manual_seed(3)
-    x = torch.rand(12, 10, 4, generator=gen)
-    weight, bias = torch.randn(36, 6, generator=gen), torch.randn(6, generator=gen)
-    geometry = (3, 3, 1, 1, 1, 1, 1, 1, 12, 10)
-    outs = positions(120, 50, 4)
-    z_cpp, z_ref = torch.zeros(12, 10, 6), torch.zeros(12, 10, 6)
-    CPP.conv_rows(x, outs, geometry, *pad_output_channels(weight, bias), z_cpp, 1)
-    REF.conv_rows(x, outs, geometry, *pad_output_channels(weight, bias), z_ref, 1)
-    assert float((z_cpp - z_ref).abs().max()) <= 1e-5
-    assert float(z_cpp.min()) == 0.0
+    x = 4 * torch.rand(12, 10, cin, generator=gen) - 1
+    weight, bias = (
+        torch.randn(9 * cin if geometry[0] == 3 else cin, cout, generator=gen),
+        torch.randn(cout, generator=gen),
+    )
+    ho, wo = geometry[8], geometry[9]
+    outs = positions(ho * wo, ho * wo // 2, 4)
+    z_cpp, z_ref = torch.full((ho, wo, cout), -9.0), torch.full((ho, wo, cout), -9.0)
+    CPP.conv_rows(x, outs, geometry, *pad_output_channels(weight, bias), z_cpp, act)
+    REF.conv_rows(x, outs, geometry, *pad_output_channels(weight, bias), z_ref, act)
+    assert float((z_cpp - z_ref).abs().max()) <= 1e-4
+    written = z_cpp.view(-1, cout)[outs.long()]
+    assert float(written.min()) >= (0.0 if act else -float("inf")) and (act != 2 or float(written.max()) <= 6.0)
+    assert act == 0 or float(written.min()) == 0.0
 
 
 def test_changed_positions_agree_and_update_the_previous_frame() -> None:
