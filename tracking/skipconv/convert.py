@@ -52,11 +52,14 @@ from tracking.skipconv.stats import Path, summarize
 log = logging.getLogger(__name__)
 
 FOLLOW_MAX_MACS = 4096
-"""A pointwise (1x1) convolution with at most this many MACs per output position, and only such convolutions
-downstream of it, runs without a gate: it recomputes exactly where its input changed (``ConvLayer._follow``). The
-norm gate costs 50-100 ns per changed input on this machine (residual, block energies, X̂ copy, output marking),
-as much as 2500-5000 MACs of the sparse convolution: below that a gate cannot save what it costs, and past such a
-layer no expensive convolution is left whose work a threshold would spare (docs/skipconv.md)."""
+"""A pointwise (1x1) convolution with at most this many MACs per output position runs without a gate, recomputing
+exactly where its input changed (``ConvLayer._follow``), when only such convolutions lie downstream of it, or when
+the convolutions after it read its output at the positions it changed (through elementwise layers, no resampling).
+The norm gate costs 50-100 ns per changed input on this machine (residual, block energies, X̂ copy, output
+marking), as much as 2500-5000 MACs of the sparse convolution: below that a gate cannot save what it costs. Past
+such a layer either no expensive convolution is left whose work a threshold would spare, or the next gates hold
+back the same small changes at the same positions; an upsampling in between would spread each change it lets
+through over several positions (docs/skipconv.md)."""
 
 ALL_DENSE_FRAMES = 3
 """Frames in a row on which every convolution ran dense (head motion, a noisy camera at a small ε) before the whole
@@ -529,25 +532,33 @@ def convert(
 
 
 def _mark_input_followers(layers: list[Layer]) -> None:
-    """Set ``follows_input`` on the cheap pointwise convolutions at the end of the graph (see FOLLOW_MAX_MACS).
+    """Set ``follows_input`` on the cheap pointwise convolutions (see FOLLOW_MAX_MACS).
 
     ``layers`` is in topological order; walking it backwards, a layer's downstream is cheap when each consumer is a
-    follower itself, or a non-convolution whose own downstream is cheap.
+    follower itself, or a non-convolution whose own downstream is cheap; it keeps positions when each consumer is a
+    convolution, or an elementwise (binary) layer whose own downstream keeps positions.
     """
     consumers: list[list[int]] = [[] for _ in layers]
     for index, layer in enumerate(layers):
         for i in layer.inputs:
             consumers[i].append(index)
     cheap_downstream = [True] * len(layers)
+    keeps_positions = [True] * len(layers)
     for index in range(len(layers) - 1, -1, -1):
         cheap_downstream[index] = all(
             layers[j].follows_input if isinstance(layers[j], ConvLayer) else cheap_downstream[j]
             for j in consumers[index]
         )
+        keeps_positions[index] = all(
+            isinstance(layers[j], ConvLayer) or (isinstance(layers[j], BinaryLayer) and keeps_positions[j])
+            for j in consumers[index]
+        )
         layer = layers[index]
         if isinstance(layer, ConvLayer):
             layer.follows_input = (
-                layer.pointwise and layer.macs_per_position <= FOLLOW_MAX_MACS and cheap_downstream[index]
+                layer.pointwise
+                and layer.macs_per_position <= FOLLOW_MAX_MACS
+                and (cheap_downstream[index] or keeps_positions[index])
             )
 
 
