@@ -680,29 +680,32 @@ void tile_gemm(const float* a, int64_t rows, int64_t width, const float* w, int6
 }
 }  // namespace
 
-// One skip layer's recompute for groups == 1: Z[outputs] = act(im2col(Xhat, outputs) @ weight + bias).
-// weight: (kh * kw * Cin, Cout_padded), bias: (Cout_padded,), Cout_padded a multiple of 16 (kLanes) holding Z's
-// Cout channels first and zeros after (padded once per layer by the caller); act: 0 none, 1 relu, 2 relu6.
-// Register-tiled: each task gathers kRows windows into a small buffer and multiplies them against the weight held
-// in cache, so no matrix is materialised and no library call is made per chunk (at these sizes the call and its
-// threading cost more than the arithmetic).
-void conv_rows(const at::Tensor& Xhat, const at::Tensor& outputs, std::vector<int64_t> geometry,
-               const at::Tensor& weight, const at::Tensor& bias, at::Tensor& Z, int64_t act) {
+// A convolution's weights and output map for `conv_rows_into`.
+struct ConvHead {
+  const at::Tensor& weight;
+  const at::Tensor& bias;
+  at::Tensor& Z;
+  int64_t act;
+};
+
+// Z[outputs] = act(im2col(Xhat, outputs) @ weight + bias) for each head: convolutions with the same windows on
+// the same input (the keypoint network's three 1x1 heads) share each tile's gathered windows.
+void conv_rows_into(const at::Tensor& Xhat, const at::Tensor& outputs, const std::vector<int64_t>& geometry,
+                    const std::vector<ConvHead>& heads) {
   check_map(Xhat, "Xhat");
-  check_map(Z, "Z");
   const Geometry g = geometry_from(geometry);
   const int64_t Hi = Xhat.size(0), Wi = Xhat.size(1), C = Xhat.size(2), n = outputs.numel();
-  const int64_t width = weight.size(0), cout_padded = weight.size(1), cout = Z.size(2);
-  TORCH_CHECK(width == g.kh * g.kw * C && cout_padded % kLanes == 0 && cout <= cout_padded,
-              "weight must be (kh * kw * Cin, Cout padded to a multiple of 16) matching the maps");
-  TORCH_CHECK(weight.is_contiguous() && weight.scalar_type() == at::kFloat, "weight must be contiguous float32");
-  TORCH_CHECK(bias.numel() == cout_padded && bias.is_contiguous() && bias.scalar_type() == at::kFloat,
-              "bias must be contiguous float32 of the padded Cout");
-  const float* w = weight.data_ptr<float>();
-  const float* b = bias.data_ptr<float>();
+  const int64_t width = g.kh * g.kw * C;
+  for (const ConvHead& h : heads) {
+    check_map(h.Z, "Z");
+    TORCH_CHECK(h.weight.size(0) == width && h.weight.size(1) % kLanes == 0 && h.Z.size(2) <= h.weight.size(1),
+                "weight must be (kh * kw * Cin, Cout padded to a multiple of 16) matching the maps");
+    TORCH_CHECK(h.weight.is_contiguous() && h.weight.scalar_type() == at::kFloat, "weight must be contiguous float32");
+    TORCH_CHECK(h.bias.numel() == h.weight.size(1) && h.bias.is_contiguous() && h.bias.scalar_type() == at::kFloat,
+                "bias must be contiguous float32 of the padded Cout");
+  }
   const float* x = Xhat.data_ptr<float>();
   const int32_t* o = outputs.data_ptr<int32_t>();
-  float* z = Z.data_ptr<float>();
   const int64_t tiles = (n + kRows - 1) / kRows;
   // Two tiles a task at least: the work is waiting on the rows of cold maps more than arithmetic, and the threads
   // wait side by side.
@@ -713,10 +716,26 @@ void conv_rows(const at::Tensor& Xhat, const at::Tensor& outputs, std::vector<in
     for (int64_t t = tb; t < te; ++t) {
       const int64_t s = t * kRows, m = std::min(kRows, n - s);
       gather_range(x, Hi, Wi, C, o, s, s + m, g, 0.f, a.data());
-      for (int64_t r = 0; r < m; ++r) dst[r] = z + static_cast<int64_t>(o[s + r]) * cout;
-      tile_gemm(a.data(), m, width, w, cout, cout_padded, b, dst, act);
+      for (const ConvHead& h : heads) {
+        const int64_t cout = h.Z.size(2);
+        float* z = h.Z.data_ptr<float>();
+        for (int64_t r = 0; r < m; ++r) dst[r] = z + static_cast<int64_t>(o[s + r]) * cout;
+        tile_gemm(a.data(), m, width, h.weight.data_ptr<float>(), cout, h.weight.size(1), h.bias.data_ptr<float>(),
+                  dst, h.act);
+      }
     }
   });
+}
+
+// One skip layer's recompute for groups == 1: Z[outputs] = act(im2col(Xhat, outputs) @ weight + bias).
+// weight: (kh * kw * Cin, Cout_padded), bias: (Cout_padded,), Cout_padded a multiple of 16 (kLanes) holding Z's
+// Cout channels first and zeros after (padded once per layer by the caller); act: 0 none, 1 relu, 2 relu6.
+// Register-tiled: each task gathers kRows windows into a small buffer and multiplies them against the weight held
+// in cache, so no matrix is materialised and no library call is made per chunk (at these sizes the call and its
+// threading cost more than the arithmetic).
+void conv_rows(const at::Tensor& Xhat, const at::Tensor& outputs, std::vector<int64_t> geometry,
+               const at::Tensor& weight, const at::Tensor& bias, at::Tensor& Z, int64_t act) {
+  conv_rows_into(Xhat, outputs, geometry, {ConvHead{weight, bias, Z, act}});
 }
 
 // Positions where `X` differs from `prev` (both (H, W, C)), copying X into prev there. Sorted. When more than
@@ -980,12 +999,31 @@ class FramePlan {
         const at::Tensor& c = changes[s.inputs[0]];
         const int64_t dense_macs = ho * wo * s.macs_per_position;
         if (s.kind == kFollow) {
-          if (static_cast<double>(c.numel()) > s.break_even * static_cast<double>(ho * wo))
-            return {i, changes, false, none, 0, 0, false, stats};
+          // This follower and the next ones on the same input with the same windows (the heads) up to the first
+          // that would run dense: one pass over the changes for all of them.
+          int64_t last = i;
+          for (int64_t j = i; j < n; ++j) {
+            const Step& f = steps_[j];
+            if (f.kind != kFollow || f.inputs[0] != s.inputs[0] || f.geometry != s.geometry) break;
+            if (static_cast<double>(c.numel()) > f.break_even * static_cast<double>(ho * wo)) {
+              if (j == i) return {i, changes, false, none, 0, 0, false, stats};
+              break;
+            }
+            last = j;
+          }
           const int64_t count = c.numel();
-          if (count) conv_rows(s.x[0], c, s.geometry, s.weight, s.bias, s.out, s.act);
-          record(i, count ? kSparse : kIdle, count, ho * wo, count * s.macs_per_position, dense_macs, count, 0);
-          changes[i] = c;
+          if (count) {
+            std::vector<ConvHead> heads;
+            for (int64_t j = i; j <= last; ++j)
+              heads.push_back(ConvHead{steps_[j].weight, steps_[j].bias, steps_[j].out, steps_[j].act});
+            conv_rows_into(s.x[0], c, s.geometry, heads);
+          }
+          for (int64_t j = i; j <= last; ++j) {
+            const int64_t macs = count * steps_[j].macs_per_position, dense = ho * wo * steps_[j].macs_per_position;
+            record(j, count ? kSparse : kIdle, count, ho * wo, macs, dense, count, 0);
+            changes[j] = c;
+          }
+          i = last;
           continue;
         }
         if (c.numel() == 0) {
