@@ -91,6 +91,28 @@ def test_changed_grey_pixels_are_found_in_runs_and_in_the_tail() -> None:
     assert torch.equal(p_cpp, x)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_grey_frame_large_enough_to_share_out_is_compared_whole(threads: int) -> None:
+    """A 240x320 frame splits into two runs of pixels, one per thread: changes on both sides of the split, at its
+    edges and in the last run, come back in order, counted once, with the previous frame updated."""
+    gen = torch.Generator().manual_seed(5)
+    prev = torch.rand(240, 320, 1, generator=gen)
+    n = prev.numel()
+    half = (n // 2) & ~15
+    changed = sorted({0, 15, half - 1, half, half + 1, n - 17, n - 1} | set(positions(n, 3000, 6).tolist()))
+    x = prev.clone()
+    x.view(-1)[changed] += 0.5
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        p_cpp, p_ref = prev.clone(), prev.clone()
+        (c_cpp, n_cpp), (c_ref, n_ref) = CPP.changed_positions(x, p_cpp, 0.5), REF.changed_positions(x, p_ref, 0.5)
+    finally:
+        torch.set_num_threads(before)
+    assert c_cpp.tolist() == c_ref.tolist() == changed and n_cpp == n_ref == len(changed)
+    assert torch.equal(p_cpp, x)
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_a_frame_changed_almost_everywhere_comes_back_as_a_count_without_a_list(channels: int) -> None:
     prev = torch.rand(6, 8, channels)

@@ -753,46 +753,67 @@ std::tuple<at::Tensor, int64_t> changed_positions(const at::Tensor& X, at::Tenso
   if (C == 1) {  // grayscale frames: one pass over the bit patterns, 16 pixels at a time
     const uint32_t* xb = reinterpret_cast<const uint32_t*>(x);
     uint32_t* pb = reinterpret_cast<uint32_t*>(p);
-    thread_local std::vector<int32_t> found;
-    if (static_cast<int64_t>(found.size()) < n + 16) found.resize(n + 16);
-    int32_t* dst = found.data();
-    int64_t i = 0;
+    thread_local std::vector<int32_t> found_here;
+    if (static_cast<int64_t>(found_here.size()) < n + 16) found_here.resize(n + 16);
+    int32_t* found = found_here.data();
+    // The changed pixels of [b, e) written at found + b (at most e - b of them); returns their count.
+    auto scan = [&](int64_t b, int64_t e) {
+      int32_t* dst = found + b;
+      int64_t i = b;
 #ifdef __AVX512F__
-    // A run of 16 with a change writes the indices of its changed pixels in one compress-store and takes the run
-    // whole (a still_hand frame through the deadband changes 9-24 % of its pixels in patches: testing and
-    // branching pixel by pixel cost 90 µs a 320x240 frame).
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    for (; i + 16 <= n; i += 16) {
-      const __m512i xv = _mm512_loadu_si512(xb + i), pv = _mm512_loadu_si512(pb + i);
-      const __mmask16 differ = _mm512_cmpneq_epi32_mask(xv, pv);
-      if (!differ) continue;
-      _mm512_mask_compressstoreu_epi32(dst, differ, _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(i))));
-      dst += __builtin_popcount(differ);
-      _mm512_storeu_si512(pb + i, xv);
-    }
-#else
-    // Runs of 16 unchanged pixels are passed over with one test; a run with a change is collected without branches.
-    for (; i + 16 <= n; i += 16) {
-      uint32_t differ = 0;
-      for (int64_t k = 0; k < 16; ++k) differ |= xb[i + k] ^ pb[i + k];
-      if (differ == 0) continue;
-      for (int64_t k = i; k < i + 16; ++k) {
-        *dst = static_cast<int32_t>(k);
-        dst += xb[k] != pb[k];
-        pb[k] = xb[k];
+      // A run of 16 with a change writes the indices of its changed pixels in one compress-store and takes the run
+      // whole (a still_hand frame through the deadband changes 9-24 % of its pixels in patches: testing and
+      // branching pixel by pixel cost 90 µs a 320x240 frame).
+      const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+      for (; i + 16 <= e; i += 16) {
+        const __m512i xv = _mm512_loadu_si512(xb + i), pv = _mm512_loadu_si512(pb + i);
+        const __mmask16 differ = _mm512_cmpneq_epi32_mask(xv, pv);
+        if (!differ) continue;
+        _mm512_mask_compressstoreu_epi32(dst, differ,
+                                         _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(i))));
+        dst += __builtin_popcount(differ);
+        _mm512_storeu_si512(pb + i, xv);
       }
-    }
+#else
+      // Runs of 16 unchanged pixels are passed over with one test; a run with a change is collected without
+      // branches.
+      for (; i + 16 <= e; i += 16) {
+        uint32_t differ = 0;
+        for (int64_t k = 0; k < 16; ++k) differ |= xb[i + k] ^ pb[i + k];
+        if (differ == 0) continue;
+        for (int64_t k = i; k < i + 16; ++k) {
+          *dst = static_cast<int32_t>(k);
+          dst += xb[k] != pb[k];
+          pb[k] = xb[k];
+        }
+      }
 #endif
-    for (; i < n; ++i) {
-      *dst = static_cast<int32_t>(i);
-      dst += xb[i] != pb[i];
-      pb[i] = xb[i];
+      for (; i < e; ++i) {
+        *dst = static_cast<int32_t>(i);
+        dst += xb[i] != pb[i];
+        pb[i] = xb[i];
+      }
+      return static_cast<int64_t>(dst - (found + b));
+    };
+    // Two cold frames' worth of memory: the threads take equal runs of it.
+    const int nt = team_for(n);
+    std::vector<int64_t> begins(nt + 1, n), counts(nt, 0);
+    for (int t = 0; t < nt; ++t) begins[t] = (n * t / nt) & ~int64_t{15};
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+      const int t = nt > 1 ? omp_get_thread_num() : 0;
+      counts[t] = scan(begins[t], begins[t + 1]);
     }
-    const int64_t count = dst - found.data();
+    int64_t count = 0;
+    for (int64_t c : counts) count += c;
     // Above dense_fraction the list is not handed on (the frame counts as changed everywhere); prev is X either way.
     if (count == 0 || count > dense_fraction * static_cast<double>(n)) return {at::empty({0}, at::kInt), count};
     auto result = at::empty({count}, at::kInt);
-    std::memcpy(result.data_ptr<int32_t>(), found.data(), count * sizeof(int32_t));
+    int32_t* out_dst = result.data_ptr<int32_t>();
+    for (int t = 0; t < nt; ++t) {
+      std::memcpy(out_dst, found + begins[t], counts[t] * sizeof(int32_t));
+      out_dst += counts[t];
+    }
     return {result, count};
   }
   for (int64_t i = 0; i < n; ++i) {
