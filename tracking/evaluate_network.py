@@ -139,7 +139,7 @@ def evaluate_network(
                     times["skip"].append(skip_models[cam].last_network_s)
                     times["dense_cpu"].append(dense_models[cam].last_network_cpu_s)
                     times["skip_cpu"].append(skip_models[cam].last_network_cpu_s)
-                    stats = skip_models[cam].stats()
+                    stats = skip_models[cam].stats(per_layer=False)
                     macs[0] += stats["macs"]
                     macs[1] += stats["dense_macs"]
                     active.append(stats["active_fraction"])

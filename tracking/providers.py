@@ -80,7 +80,7 @@ class NetworkKeypointProvider:
 
     def stats(self) -> dict[str, float]:
         """``macs``, ``dense_macs``, ``mac_ratio`` (executed / dense) and ``active_fraction`` over all cameras."""
-        per_camera = [model.stats() for model in self.models]
+        per_camera = [model.stats(per_layer=False) for model in self.models]
         macs = sum(s["macs"] for s in per_camera)
         dense = sum(s["dense_macs"] for s in per_camera)
         active = float(np.mean([s["active_fraction"] for s in per_camera]))

@@ -189,10 +189,11 @@ class KeypointModel:
         self.engine.reset()
         self.deadband.reset()
 
-    def stats(self) -> dict:
-        """``{"macs", "dense_macs", "active_fraction", "per_layer"}`` of the last frame (dense mode: all MACs)."""
+    def stats(self, per_layer: bool = True) -> dict:
+        """``{"macs", "dense_macs", "active_fraction", "per_layer"}`` of the last frame (dense mode: all MACs);
+        ``per_layer=False``: the totals alone, ``per_layer`` empty."""
         if self.skip:
-            return self.engine.stats()
+            return self.engine.stats(per_layer)
         if self._size is None:
             return {"macs": 0, "dense_macs": 0, "active_fraction": 0.0, "per_layer": []}
         if self._size not in self._dense_macs:

@@ -190,6 +190,7 @@ class SkipModel:
         self.use_plan = hasattr(self._ctx.kernels, "FramePlan") and self._autograd_free
         self._plan: object | None = None
         self._plan_ready = False  # the last frame ran no layer dense: the next may build a plan
+        self._stats_in_plan = False  # the layers' stats and gate state of the last frames are the plan's to hand over
 
     @property
     def precision(self) -> str:
@@ -254,7 +255,7 @@ class SkipModel:
 
     def _configure(self) -> None:
         """Give every convolution its threshold from the context again (after ε or the deep scale changed)."""
-        self._plan = None
+        self._drop_plan()
         if self._resolution is not None:
             for conv in self._convs:
                 conv.configure(self._ctx)
@@ -271,7 +272,7 @@ class SkipModel:
     def reset(self) -> None:
         """Make the next frame a key frame."""
         self._resolution = None
-        self._plan = None
+        self._drop_plan()
         self._all_dense_frames = self._folded_frames_left = 0
         self._next_folded = FOLDED_FRAMES
         self._since_streak = None
@@ -292,9 +293,22 @@ class SkipModel:
         mask[self._first_changes.numpy()] = True
         return mask.reshape(h, w)
 
-    def stats(self) -> dict:
-        """``{"macs", "dense_macs", "active_fraction", "per_layer": [...]}`` for the last frame (exact counts)."""
-        return summarize([layer.stats for layer in self.layers])
+    def stats(self, per_layer: bool = True) -> dict:
+        """``{"macs", "dense_macs", "active_fraction", "per_layer": [...]}`` for the last frame (exact counts);
+        ``per_layer=False`` leaves the per-layer list empty (a tracker's per-frame totals)."""
+        self._sync_stats()
+        return summarize([layer.stats for layer in self.layers], per_layer)
+
+    def _sync_stats(self) -> None:
+        """The layers take the stats and gate state the frame plan kept from its last whole frames."""
+        if self._stats_in_plan and self._plan is not None:
+            plan.sync(self._plan, self.layers)
+        self._stats_in_plan = False
+
+    def _drop_plan(self) -> None:
+        """Forget the frame plan (its tensors may be replaced), its stats and gate state written into the layers."""
+        self._sync_stats()
+        self._plan = None
 
     def _check(self, x: object, scan_values: bool) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
@@ -378,7 +392,7 @@ class SkipModel:
         """One frame of the whole-model dense streak: the folded graph's output (exact at fp32 ``precision``), every
         layer counted dense. The layers' state is not kept meanwhile, so the frame after the streak is a key frame."""
         self._folded_frames_left -= 1
-        self._plan = None
+        self._drop_plan()
         if not self._folded_frames_left:
             self._resolution = None
             self._since_streak = 0
@@ -391,7 +405,7 @@ class SkipModel:
 
     def _key_frame(self, resolution: tuple[int, int]) -> None:
         self._all_dense_frames = self._folded_frames_left = 0  # a new resolution ends a folded streak too
-        self._plan = None
+        self._drop_plan()
         if resolution != self._resolution:
             self._ctx.scratch.clear()
         try:
@@ -432,7 +446,7 @@ class SkipModel:
     @profile.setter
     def profile(self, on: bool) -> None:
         self._ctx.timings = {} if on else None
-        self._plan = None
+        self._drop_plan()
 
     def _step(self) -> bool:
         """One frame through the layers; True when it ran only sparse or idle layers (an unchanged input, or the
@@ -442,6 +456,7 @@ class SkipModel:
             self._plan = plan.build(self._ctx.kernels, self.layers, self._ctx)
         if self._plan is not None:
             start, whole = plan.run(self._plan, self.layers, changes, self._ctx, self._first_conv or 0)
+            self._stats_in_plan = whole and start > 0  # a whole changed frame's stats stay in the plan (plan.run)
             if not whole:
                 self._plan = None  # Python took the frame over: its layers may replace the tensors the plan holds
         else:

@@ -200,13 +200,22 @@ class InputLayer(Layer):
     """The frame: its active set is the pixels that differ from the previous frame."""
 
     op = "input"
+    _frame_hwc: torch.Tensor | None = None
 
     def set_frame(self, x: torch.Tensor) -> None:
-        self.frame = x.contiguous(memory_format=CL)
-        self.frame_hwc = hwc_of(self.frame)
+        """This frame, (1, C, H, W) float32 in any memory format (a frame plan takes it as it is)."""
+        self.frame = x
+        self._frame_hwc = None
+
+    @property
+    def frame_hwc(self) -> torch.Tensor:
+        """The frame as (H, W, C) contiguous, made on first use (a view of a channels_last frame)."""
+        if self._frame_hwc is None:
+            self._frame_hwc = hwc_of(self.frame.contiguous(memory_format=CL))
+        return self._frame_hwc
 
     def key(self, xs: list[Layer], ctx: Context) -> None:
-        self.out = self.frame.clone()
+        self.out = self.frame.clone(memory_format=CL)
         self._record(Path.DENSE, self.size[0] * self.size[1])
 
     # Above this fraction of changed pixels (sensor noise) the frame counts as changed everywhere: the first
@@ -247,7 +256,7 @@ class InputLayer(Layer):
         """
         # numpy, not torch: on a few thousand values torch's kernels cost more in dispatch and thread-pool wake-ups
         # than in arithmetic (in the engine 255 µs a call against 194; the same value)
-        d = hwc_of(self.frame)[::4, ::4].numpy() - self.hwc[::4, ::4].numpy()
+        d = self.frame_hwc[::4, ::4].numpy() - self.hwc[::4, ::4].numpy()
         energy = np.square(d).sum(axis=2).ravel()
         k = max(1, int(self.NOISE_QUANTILE * energy.size))
         low = float(np.partition(energy, k - 1)[k - 1]) / _chi2_quantile(self.NOISE_QUANTILE, d.shape[2])

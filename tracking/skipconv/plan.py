@@ -84,27 +84,56 @@ def _add_conv(plan: object, index: int, layer: ConvLayer, x: Layer, ctx: Context
 
 
 def run(plan: object, layers: list[Layer], changes: list[Positions], ctx: Context, keep: int) -> tuple[int, bool]:
-    """Run ``plan`` on this frame, the input layer's compare included: fills ``changes`` and the layers' stats and
-    gate state for the layers it ran (after a whole frame, of ``changes`` only layer ``keep``'s). Returns (the first
-    layer Python must step, 0 when the frame did not change; whether the plan ran the whole frame).
-    When a layer's gate asked for more than a sparse update, that layer finishes its step here, in Python."""
+    """Run ``plan`` on this frame, the input layer's compare included: fills ``changes`` for the layers it ran
+    (after a whole frame only layer ``keep``'s). Returns (the first layer Python must step, 0 when the frame did not
+    change; whether the plan ran the whole frame). After a whole frame the layers' stats and gate state stay in the
+    plan until ``sync`` (the SkipModel calls it before anything reads them); when a layer's gate asked for more than
+    a sparse update, that layer finishes its step here, in Python, with the layers before it synced."""
     source = layers[0]
     source.before_compare(ctx)
     stamp = ctx.scratch.stamp(len(layers))
     count, stop, planned, gate_ran, active, updated, pending, refresh, stats = plan.run(
-        source.frame_hwc, source.DENSE_FRACTION, stamp, ctx.noise_margin, ctx.noise_energy, ctx.camera_wide_change,
-        keep,
-    )  # fmt: skip
+        source.frame, source.DENSE_FRACTION, stamp, ctx.noise_margin, ctx.noise_energy, ctx.camera_wide_change, keep
+    )
+    if stop == len(layers):
+        if 0 < keep < stop:
+            changes[keep] = planned[keep]
+        return stop, True
+    sync(plan, layers)  # the whole frames before this one
     source.record_compare(count)
     if stop == 0:
         return 0, True
-    if stop < len(layers):
-        changes[:stop] = planned[:stop]
-    elif 0 < keep < stop:
-        changes[keep] = planned[keep]
-    for index in range(1, min(stop, len(layers))):
+    changes[:stop] = planned[:stop]
+    _write_rows(layers, stats, 1, stop)
+    if gate_ran:
+        layer = layers[stop]
+        layer.pending_count = pending
+        layer.gate_dirty = layer.gate_dirty or stats[stop][7] == _DIRTY_GATE
+        changes[stop] = layer.after_gate(layers[layer.inputs[0]], ctx, 0.0, active, updated, refresh)
+        return stop + 1, False
+    return stop, False
+
+
+def sync(plan: object, layers: list[Layer]) -> None:
+    """Write the stats of the last whole frame ``plan`` ran, and the gate state of every whole frame since the last
+    sync, into the layers."""
+    rows = plan.last_stats()
+    if rows:
+        layers[0].record_compare(rows[0][1])
+        _write_rows(layers, rows, 1, len(layers))
+    for index, pending, code in plan.take_gate_state():
         layer = layers[index]
-        row = stats[index]
+        layer.pending_count = pending
+        layer.next_streak = layer.DENSE_STREAK
+        if code == _DIRTY_GATE:
+            layer.gate_dirty = True
+
+
+def _write_rows(layers: list[Layer], rows: list, start: int, stop: int) -> None:
+    """Layers [start, stop) take their stats rows; a layer whose gate ran, its gate state."""
+    for index in range(start, stop):
+        layer = layers[index]
+        row = rows[index]
         s = layer.stats
         s.path = _PATHS[row[0]]
         s.active = row[1]
@@ -118,10 +147,3 @@ def run(plan: object, layers: list[Layer], changes: list[Positions], ctx: Contex
             layer.next_streak = layer.DENSE_STREAK
             if row[7] == _DIRTY_GATE:
                 layer.gate_dirty = True
-    if stop < len(layers) and gate_ran:
-        layer = layers[stop]
-        layer.pending_count = pending
-        layer.gate_dirty = layer.gate_dirty or stats[stop][7] == _DIRTY_GATE
-        changes[stop] = layer.after_gate(layers[layer.inputs[0]], ctx, 0.0, active, updated, refresh)
-        return stop + 1, False
-    return stop, stop == len(layers)

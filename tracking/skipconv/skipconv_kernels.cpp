@@ -921,7 +921,7 @@ class FramePlan {
   enum PathCode : int64_t { kIdle = 0, kSparse = 1 };
   using StatsRow = std::array<int64_t, kColumns>;
 
-  explicit FramePlan(int64_t layers) : steps_(layers) {}
+  explicit FramePlan(int64_t layers) : steps_(layers), ran_gate_(layers, 0) {}
 
   void add_conv(int64_t index, bool gated, std::vector<int64_t> inputs, at::Tensor x, at::Tensor out, at::Tensor xhat,
                 at::Tensor r2, at::Tensor energy, at::Tensor st_blk,
@@ -974,24 +974,48 @@ class FramePlan {
   using Result =
       std::tuple<int64_t, std::vector<at::Tensor>, bool, at::Tensor, int64_t, int64_t, bool, std::vector<StatsRow>>;
 
-  // One frame: `frame` the camera image (H, W, C), compared here with the last one as the input layer's step does
-  // (`changed_positions`; above dense_fraction of the pixels every position counts as changed); gate stamps from
-  // `stamp` on (one per gated layer), the context's noise margin and energy and the camera layer's wide-change
-  // fraction. Returns (the count of changed pixels; the layer it stopped at, 0 when the frame did not change, or
-  // the layer count; every layer's changed positions up to it (after a whole frame only layer `keep`'s, the rest
-  // undefined: each tensor handed to Python costs a microsecond or two); whether that layer's gate ran, and its
-  // result: outputs, inputs updated, pending, refresh; the stats rows, kColumns ints per layer, of the layers it
-  // ran).
+  // One frame: `frame` the camera image ((1, C, H, W) or its (H, W, C) view), compared here with the last one as
+  // the input layer's step does (`changed_positions`; above dense_fraction of the pixels every position counts as
+  // changed); gate stamps from `stamp` on (one per gated layer), the context's noise margin and energy and the
+  // camera layer's wide-change fraction. Returns (the count of changed pixels; the layer it stopped at, 0 when the
+  // frame did not change, or the layer count; every layer's changed positions up to it (after a whole frame only
+  // layer `keep`'s, the rest undefined: each tensor handed to Python costs a microsecond or two); whether that
+  // layer's gate ran, and its result: outputs, inputs updated, pending, refresh; the stats rows, kColumns ints per
+  // layer, of the layers it ran when it stopped early). After a whole frame the stats stay here (`last_stats`,
+  // `take_gate_state`): handing them to Python and writing them into the layers cost 5 % of a still_hand frame.
   std::tuple<int64_t, int64_t, std::vector<at::Tensor>, bool, at::Tensor, int64_t, int64_t, bool,
              std::vector<StatsRow>>
   run(const at::Tensor& frame, double dense_fraction, int64_t stamp, double noise_margin, double noise_energy,
       double camera_wide_change, int64_t keep) {
     TORCH_CHECK(input_.defined(), "frame plan: the input layer's map was never added");
-    auto [first, count] = changed_positions(frame, input_, dense_fraction);
+    const at::Tensor hwc = hwc_view(frame);
+    auto [first, count] = changed_positions(hwc, input_, dense_fraction);
     if (count == 0) return {0, 0, {}, false, at::empty({0}, at::kInt), 0, 0, false, {}};
     if (first.numel() == 0) first = everywhere_;
-    return std::tuple_cat(std::make_tuple(count),
-                          from(first, stamp, noise_margin, noise_energy, camera_wide_change, keep));
+    auto result = from(first, stamp, noise_margin, noise_energy, camera_wide_change, keep);
+    auto& rows = std::get<7>(result);
+    if (std::get<0>(result) == static_cast<int64_t>(steps_.size())) {
+      rows[0] = StatsRow{kSparse, count, hwc.size(0) * hwc.size(1), 0, 0, 0, 0, 0};
+      for (size_t i = 1; i < rows.size(); ++i) ran_gate_[i] = std::max(ran_gate_[i], rows[i][kRanGate]);
+      last_stats_ = std::move(rows);
+      rows = {};
+    }
+    return std::tuple_cat(std::make_tuple(count), std::move(result));
+  }
+
+  // The stats rows of the last whole frame the plan ran (row 0 the input layer's compare).
+  std::vector<StatsRow> last_stats() const { return last_stats_; }
+
+  // (layer, its gate's pending count, 2 when it ran at a threshold else 1) for each layer whose gate ran on a whole
+  // frame since the last call; the record starts again.
+  std::vector<std::array<int64_t, 3>> take_gate_state() {
+    std::vector<std::array<int64_t, 3>> out;
+    for (size_t i = 1; i < ran_gate_.size(); ++i)
+      if (ran_gate_[i]) {
+        out.push_back({static_cast<int64_t>(i), steps_[i].pending, ran_gate_[i]});
+        ran_gate_[i] = 0;
+      }
+    return out;
   }
 
  private:
@@ -1125,8 +1149,18 @@ class FramePlan {
     return s;
   }
 
+  // (H, W, C) contiguous of a (1, C, H, W) frame: a view when it is channels_last (always so with one channel), a
+  // copy otherwise; an (H, W, C) frame as it is.
+  static at::Tensor hwc_view(const at::Tensor& frame) {
+    if (frame.dim() != 4) return frame;
+    TORCH_CHECK(frame.size(0) == 1, "frame plan: one frame at a time, (1, C, H, W)");
+    return frame.select(0, 0).permute({1, 2, 0}).contiguous();
+  }
+
   std::vector<Step> steps_;
   at::Tensor input_, everywhere_;
+  std::vector<StatsRow> last_stats_;
+  std::vector<int64_t> ran_gate_;
 };
 
 // The kernels touch no Python object: they release the GIL, so that two cameras' networks run in parallel threads.
@@ -1148,5 +1182,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("add_binary", &FramePlan::add_binary)
       .def("add_upsample", &FramePlan::add_upsample)
       .def("add_input", &FramePlan::add_input)
-      .def("run", &FramePlan::run, py::call_guard<py::gil_scoped_release>());
+      .def("run", &FramePlan::run, py::call_guard<py::gil_scoped_release>())
+      .def("last_stats", &FramePlan::last_stats)
+      .def("take_gate_state", &FramePlan::take_gate_state);
 }

@@ -44,8 +44,9 @@ class LayerStats:
 _FIELDS = tuple(f.name for f in fields(LayerStats))
 
 
-def summarize(layers: list[LayerStats]) -> dict:
-    """The frame summary ``{"macs", "dense_macs", "active_fraction", "per_layer"}``.
+def summarize(layers: list[LayerStats], per_layer: bool = True) -> dict:
+    """The frame summary ``{"macs", "dense_macs", "active_fraction", "per_layer"}`` (``per_layer`` empty unless
+    asked for).
 
     ``active_fraction`` is MAC-weighted: executed MACs over dense MACs.
     """
@@ -55,5 +56,5 @@ def summarize(layers: list[LayerStats]) -> dict:
         "macs": macs,
         "dense_macs": dense,
         "active_fraction": macs / dense if dense else 0.0,
-        "per_layer": [s.as_dict() for s in layers],
+        "per_layer": [s.as_dict() for s in layers] if per_layer else [],
     }
