@@ -455,7 +455,8 @@ class SkipModel:
         if self._plan is None and self._plan_ready and self.use_plan and self._ctx.timings is None:
             self._plan = plan.build(self._ctx.kernels, self.layers, self._ctx)
         if self._plan is not None:
-            start, whole = plan.run(self._plan, self.layers, changes, self._ctx, self._first_conv or 0)
+            keep, held = self._first_conv or 0, self._stats_in_plan
+            start, whole = plan.run(self._plan, self.layers, changes, self._ctx, keep, held)
             self._stats_in_plan = whole and start > 0  # a whole changed frame's stats stay in the plan (plan.run)
             if not whole:
                 self._plan = None  # Python took the frame over: its layers may replace the tensors the plan holds

@@ -83,12 +83,15 @@ def _add_conv(plan: object, index: int, layer: ConvLayer, x: Layer, ctx: Context
     )  # fmt: skip
 
 
-def run(plan: object, layers: list[Layer], changes: list[Positions], ctx: Context, keep: int) -> tuple[int, bool]:
+def run(
+    plan: object, layers: list[Layer], changes: list[Positions], ctx: Context, keep: int, held: bool
+) -> tuple[int, bool]:
     """Run ``plan`` on this frame, the input layer's compare included: fills ``changes`` for the layers it ran
     (after a whole frame only layer ``keep``'s). Returns (the first layer Python must step, 0 when the frame did not
     change; whether the plan ran the whole frame). After a whole frame the layers' stats and gate state stay in the
-    plan until ``sync`` (the SkipModel calls it before anything reads them); when a layer's gate asked for more than
-    a sparse update, that layer finishes its step here, in Python, with the layers before it synced."""
+    plan until ``sync`` (the SkipModel calls it before anything reads them; ``held``: the plan holds some now);
+    when a layer's gate asked for more than a sparse update, that layer finishes its step here, in Python, with the
+    layers before it synced."""
     source = layers[0]
     source.before_compare(ctx)
     stamp = ctx.scratch.stamp(len(layers))
@@ -99,7 +102,8 @@ def run(plan: object, layers: list[Layer], changes: list[Positions], ctx: Contex
         if 0 < keep < stop:
             changes[keep] = planned[keep]
         return stop, True
-    sync(plan, layers)  # the whole frames before this one
+    if held:
+        sync(plan, layers)  # the whole frames before this one
     source.record_compare(count)
     if stop == 0:
         return 0, True
@@ -115,9 +119,9 @@ def run(plan: object, layers: list[Layer], changes: list[Positions], ctx: Contex
 
 
 def sync(plan: object, layers: list[Layer]) -> None:
-    """Write the stats of the last whole frame ``plan`` ran, and the gate state of every whole frame since the last
-    sync, into the layers."""
-    rows = plan.last_stats()
+    """Write the stats of the last whole frame ``plan`` ran and the gate state of every whole frame since the last
+    sync into the layers (each only once: an unchanged frame after a synced one costs no more than before)."""
+    rows = plan.take_stats()
     if rows:
         layers[0].record_compare(rows[0][1])
         _write_rows(layers, rows, 1, len(layers))

@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #ifdef __AVX512F__
@@ -981,7 +982,7 @@ class FramePlan {
   // frame did not change, or the layer count; every layer's changed positions up to it (after a whole frame only
   // layer `keep`'s, the rest undefined: each tensor handed to Python costs a microsecond or two); whether that
   // layer's gate ran, and its result: outputs, inputs updated, pending, refresh; the stats rows, kColumns ints per
-  // layer, of the layers it ran when it stopped early). After a whole frame the stats stay here (`last_stats`,
+  // layer, of the layers it ran when it stopped early). After a whole frame the stats stay here (`take_stats`,
   // `take_gate_state`): handing them to Python and writing them into the layers cost 5 % of a still_hand frame.
   std::tuple<int64_t, int64_t, std::vector<at::Tensor>, bool, at::Tensor, int64_t, int64_t, bool,
              std::vector<StatsRow>>
@@ -1003,8 +1004,9 @@ class FramePlan {
     return std::tuple_cat(std::make_tuple(count), std::move(result));
   }
 
-  // The stats rows of the last whole frame the plan ran (row 0 the input layer's compare).
-  std::vector<StatsRow> last_stats() const { return last_stats_; }
+  // The stats rows of the last whole frame the plan ran (row 0 the input layer's compare), if not taken yet;
+  // none after that.
+  std::vector<StatsRow> take_stats() { return std::exchange(last_stats_, {}); }
 
   // (layer, its gate's pending count, 2 when it ran at a threshold else 1) for each layer whose gate ran on a whole
   // frame since the last call; the record starts again.
@@ -1183,6 +1185,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("add_upsample", &FramePlan::add_upsample)
       .def("add_input", &FramePlan::add_input)
       .def("run", &FramePlan::run, py::call_guard<py::gil_scoped_release>())
-      .def("last_stats", &FramePlan::last_stats)
+      .def("take_stats", &FramePlan::take_stats)
       .def("take_gate_state", &FramePlan::take_gate_state);
 }
