@@ -339,7 +339,7 @@ std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
   const Grid grid(Wi);
   // A full pass reads every position's C channels; an incremental one pays about 16 more operations per change
   // (block energies, scattered access): pick the cheaper for this change count. A one-channel input's full pass is
-  // two flat loops the compiler vectorises, about 12x cheaper per position than a change (measured on the first
+  // one flat loop the compiler vectorises, about 12x cheaper per position than a change (measured on the first
   // layer of the keypoint network, 5-20 % of the pixels changed): it wins from about a sixteenth of them.
   const bool dense =
       all_changed || (C == 1 ? changes.numel() * 16 > n_in : changes.numel() * (C + 16) > n_in * (C + 2));

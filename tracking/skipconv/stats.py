@@ -45,8 +45,8 @@ _FIELDS = tuple(f.name for f in fields(LayerStats))
 
 
 def summarize(layers: list[LayerStats], per_layer: bool = True) -> dict:
-    """The frame summary ``{"macs", "dense_macs", "active_fraction", "per_layer"}`` (``per_layer`` empty unless
-    asked for).
+    """The frame summary ``{"macs", "dense_macs", "active_fraction", "per_layer"}`` (``per_layer=False``: that
+    list empty, for callers that want the totals every frame).
 
     ``active_fraction`` is MAC-weighted: executed MACs over dense MACs.
     """
