@@ -126,11 +126,7 @@ def sync(plan: object, layers: list[Layer]) -> None:
         layers[0].record_compare(rows[0][1])
         _write_rows(layers, rows, 1, len(layers))
     for index, pending, code in plan.take_gate_state():
-        layer = layers[index]
-        layer.pending_count = pending
-        layer.next_streak = layer.DENSE_STREAK
-        if code == _DIRTY_GATE:
-            layer.gate_dirty = True
+        _gate_ran(layers[index], pending, code)
 
 
 def _write_rows(layers: list[Layer], rows: list, start: int, stop: int) -> None:
@@ -147,7 +143,13 @@ def _write_rows(layers: list[Layer], rows: list, start: int, stop: int) -> None:
         s.updated_inputs = row[5]
         s.pending_inputs = row[6]
         if row[7]:
-            layer.pending_count = row[6]
-            layer.next_streak = layer.DENSE_STREAK
-            if row[7] == _DIRTY_GATE:
-                layer.gate_dirty = True
+            _gate_ran(layer, row[6], row[7])
+
+
+def _gate_ran(layer: ConvLayer, pending: int, code: int) -> None:
+    """The state a gate the plan ran to the end leaves in its layer: the pending count, the dense streak length
+    back to its start, and dirty residuals when it ran at a threshold (``code`` ``_DIRTY_GATE``)."""
+    layer.pending_count = pending
+    layer.next_streak = layer.DENSE_STREAK
+    if code == _DIRTY_GATE:
+        layer.gate_dirty = True
