@@ -136,6 +136,22 @@ inline void mark_outputs(const AxisMap& rows, const AxisMap& cols, int64_t y, in
   }
 }
 
+// Calls f(y, xa, xb, p) for each run of consecutive positions y * W + xa .. y * W + xb (one row at most) of the
+// ascending list [first, last), p pointing at the run's first entry. A camera layer's changes and updates come in
+// such runs (the deadband takes tiles whole, a fired block updates its window's pixels side by side), and a run's
+// pixels share their gate blocks and output windows: one pass per block or output row instead of one per pixel.
+template <class F>
+inline void for_runs(const int32_t* first, const int32_t* last, const Grid& grid, int64_t W, F&& f) {
+  for (const int32_t* p = first; p != last;) {
+    const int64_t i0 = *p, y = grid.row(i0), xa = i0 - y * W;
+    const int64_t room = W - xa;  // positions left in the row
+    const int32_t* q = p + 1;
+    while (q != last && q - p < room && *q == i0 + (q - p)) ++q;
+    f(y, xa, xa + (q - p) - 1, p);
+    p = q;
+  }
+}
+
 // A byte per position of one grid, marked by a kernel and collected sorted by one scan that also clears it. One
 // mask per thread serves every call (tens of kilobytes that stay in cache): an int32 stamp array per grid is four
 // times larger and cold after the other layers ran, and sorting a marked list costs more than the scan (stop 22:
@@ -205,6 +221,16 @@ struct BlockAxis {
   }
   bool contains(int64_t i, int64_t b) const { return lo[i] <= b && b <= hi[i]; }
 };
+
+// Calls f(bx, u0, u1) for each gate block column bx that the run of input columns xa..xb reaches, u0..u1 the run's
+// columns inside its window (`cols` contiguous).
+template <class F>
+inline void for_run_blocks(const BlockAxis& cols, int64_t nbw, int64_t xa, int64_t xb, F&& f) {
+  for (int64_t bx = cols.lo[xa]; bx < nbw && cols.first[bx] <= xb; ++bx) {
+    const int64_t u0 = std::max<int64_t>(xa, cols.first[bx]), u1 = std::min<int64_t>(xb, cols.last[bx]);
+    if (u0 <= u1) f(bx, u0, u1);
+  }
+}
 
 // Changes to look ahead when prefetching. The maps are megabytes, each touched at scattered positions once a
 // frame after the other layers (and the other camera's model) have run: every position's row is a cache miss
@@ -350,6 +376,10 @@ std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
   const BlockAxis& cols = cached<BlockAxis>(Wi, g.Wo, g.kw, g.sw, g.pw, g.dw, block);
   const AxisMap& out_rows = cached<AxisMap>(Hi, g.Ho, g.kh, g.sh, g.ph, g.dh);
   const AxisMap& out_cols = cached<AxisMap>(Wi, g.Wo, g.kw, g.sw, g.pw, g.dw);
+  // One-channel input (the camera layer) on windows whose columns cover their stride without gaps: changes and
+  // updates taken in runs along a row (`for_runs`). The energies then add a run's residuals per block before they
+  // reach the block's sum, an order of additions that differs from one pixel at a time in the last bits only.
+  const bool by_runs = C == 1 && cols.contiguous && g.dw == 1 && g.kw >= g.sw;
   const int32_t* c = dense ? nullptr : changes.data_ptr<int32_t>();
   const int64_t nc = dense ? n_in : changes.numel();
   const int nt = team_for(dense ? n_in * C : nc * (C + 16));
@@ -457,20 +487,39 @@ std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
       const int32_t* first = std::lower_bound(c, c + nc, static_cast<int32_t>(y0 * Wi));
       const int32_t* last = std::lower_bound(first, c + nc, static_cast<int32_t>(y1 * Wi));
       mine.reserve(4 * (last - first));
-      for (const int32_t* p = first; p != last; ++p) {
-        const double d = dk[p - c];
-        if (d == 0.0) continue;
-        const int64_t i = *p, y = grid.row(i), xx = i - y * Wi;
-        const int64_t lo = std::max<int64_t>(rows.lo[y], b0), hi = std::min<int64_t>(rows.hi[y], b1 - 1);
-        for (int64_t by = lo; by <= hi; ++by)
-          for (int64_t bx = cols.lo[xx]; bx <= cols.hi[xx]; ++bx) {
-            const int64_t b = by * nbw + bx;
-            energy[b] += d;
-            if (sblk[b] != stamp) {
-              sblk[b] = stamp;
-              mine.push_back(static_cast<int32_t>(b));
-            }
+      auto touch = [&](int64_t lo, int64_t hi, int64_t bx, double d) {
+        for (int64_t by = lo; by <= hi; ++by) {
+          const int64_t b = by * nbw + bx;
+          energy[b] += d;
+          if (sblk[b] != stamp) {
+            sblk[b] = stamp;
+            mine.push_back(static_cast<int32_t>(b));
           }
+        }
+      };
+      if (by_runs) {
+        for_runs(first, last, grid, Wi, [&](int64_t y, int64_t xa, int64_t xb, const int32_t* p) {
+          const int64_t lo = std::max<int64_t>(rows.lo[y], b0), hi = std::min<int64_t>(rows.hi[y], b1 - 1);
+          if (lo > hi) return;
+          const double* d = dk + (p - c) - xa;  // d[xx]: the change at column xx
+          for_run_blocks(cols, nbw, xa, xb, [&](int64_t bx, int64_t u0, int64_t u1) {
+            double sum = 0.0;
+            bool moved_any = false;
+            for (int64_t xx = u0; xx <= u1; ++xx) {
+              sum += d[xx];
+              moved_any = moved_any || d[xx] != 0.0;
+            }
+            if (moved_any) touch(lo, hi, bx, sum);
+          });
+        });
+      } else {
+        for (const int32_t* p = first; p != last; ++p) {
+          const double d = dk[p - c];
+          if (d == 0.0) continue;
+          const int64_t i = *p, y = grid.row(i), xx = i - y * Wi;
+          const int64_t lo = std::max<int64_t>(rows.lo[y], b0), hi = std::min<int64_t>(rows.hi[y], b1 - 1);
+          for (int64_t bx = cols.lo[xx]; bx <= cols.hi[xx]; ++bx) touch(lo, hi, bx, d);
+        }
       }
     }
     // Fired blocks mark their pending inputs (a byte each: two threads may mark the same one, with the same value).
@@ -506,23 +555,56 @@ std::tuple<at::Tensor, int64_t, int64_t, bool> select_update(
       }
       const int32_t* first = std::lower_bound(u, u + nu, static_cast<int32_t>(y0 * Wi));
       const int32_t* last = std::lower_bound(first, u + nu, static_cast<int32_t>(y1 * Wi));
-      for (const int32_t* p = first; p != last; ++p) {
-        const int64_t q = *p, y = grid.row(q), xx = q - y * Wi;
-        const double v = r2[q];
-        const int64_t lo = std::max<int64_t>(rows.lo[y], b0), hi = std::min<int64_t>(rows.hi[y], b1 - 1);
-        for (int64_t by = lo; by <= hi; ++by)
-          for (int64_t bx = cols.lo[xx]; bx <= cols.hi[xx]; ++bx) energy[by * nbw + bx] -= v;
+      if (by_runs) {
+        for_runs(first, last, grid, Wi, [&](int64_t y, int64_t xa, int64_t xb, const int32_t*) {
+          const int64_t lo = std::max<int64_t>(rows.lo[y], b0), hi = std::min<int64_t>(rows.hi[y], b1 - 1);
+          if (lo > hi) return;
+          const float* rr = r2 + y * Wi;
+          for_run_blocks(cols, nbw, xa, xb, [&](int64_t bx, int64_t u0, int64_t u1) {
+            double sum = 0.0;
+            for (int64_t xx = u0; xx <= u1; ++xx) sum += static_cast<double>(rr[xx]);
+            for (int64_t by = lo; by <= hi; ++by) energy[by * nbw + bx] -= sum;
+          });
+        });
+      } else {
+        for (const int32_t* p = first; p != last; ++p) {
+          const int64_t q = *p, y = grid.row(q), xx = q - y * Wi;
+          const double v = r2[q];
+          const int64_t lo = std::max<int64_t>(rows.lo[y], b0), hi = std::min<int64_t>(rows.hi[y], b1 - 1);
+          for (int64_t by = lo; by <= hi; ++by)
+            for (int64_t bx = cols.lo[xx]; bx <= cols.hi[xx]; ++bx) energy[by * nbw + bx] -= v;
+        }
       }
 #pragma omp barrier
       // The updated inputs take X's value and mark the outputs whose windows hold them (equal shares).
-      for (int64_t k = nu * t / nt; k < nu * (t + 1) / nt; ++k) {
-        const int64_t q = u[k];
-        r2[q] = 0.f;
-        const int64_t off = q * C;
-        if (C == 1) xh[off] = x[off];
-        else std::memcpy(xh + off, x + off, C * sizeof(float));
-        const int64_t y = grid.row(q);
-        mark_outputs(out_rows, out_cols, y, q - y * Wi, out_mask, g.Wo);
+      if (by_runs) {
+        auto update_run = [&](int64_t y, int64_t xa, int64_t xb, const int32_t*) {
+          const int64_t row = y * Wi;
+          for (int64_t xx = xa; xx <= xb; ++xx) {
+            r2[row + xx] = 0.f;
+            xh[row + xx] = x[row + xx];
+          }
+          // The run's output columns: one range (windows at least as wide as their stride, no dilation).
+          while (xa <= xb && out_cols.count[xa] == 0) ++xa;
+          while (xb >= xa && out_cols.count[xb] == 0) --xb;
+          if (xa > xb) return;
+          const int64_t o0 = *out_cols.begin(xa), o1 = *(out_cols.end(xb) - 1);
+          for (const int32_t* oy = out_rows.begin(y); oy != out_rows.end(y); ++oy) {
+            uint8_t* mrow = out_mask + static_cast<int64_t>(*oy) * g.Wo;
+            for (int64_t ox = o0; ox <= o1; ++ox) __atomic_store_n(mrow + ox, uint8_t(1), __ATOMIC_RELAXED);
+          }
+        };
+        for_runs(u + nu * t / nt, u + nu * (t + 1) / nt, grid, Wi, update_run);
+      } else {
+        for (int64_t k = nu * t / nt; k < nu * (t + 1) / nt; ++k) {
+          const int64_t q = u[k];
+          r2[q] = 0.f;
+          const int64_t off = q * C;
+          if (C == 1) xh[off] = x[off];
+          else std::memcpy(xh + off, x + off, C * sizeof(float));
+          const int64_t y = grid.row(q);
+          mark_outputs(out_rows, out_cols, y, q - y * Wi, out_mask, g.Wo);
+        }
       }
 #pragma omp barrier
       collect_marked(out_mask, g.Ho * t / nt * g.Wo, g.Ho * (t + 1) / nt * g.Wo, outputs[t]);
