@@ -327,6 +327,10 @@ def _cpu_tag() -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:10]
 
 
+BUILD_FLAGS = {"extra_cflags": ["-O3", "-march=native", "-fopenmp"], "extra_ldflags": ["-fopenmp"]}
+"""How the C++ kernels are compiled (for this machine's instruction set, with OpenMP)."""
+
+
 def load_cpp() -> CppKernels:
     """Compile (first use only, about a minute) and load the C++ kernels."""
     global _cpp
@@ -351,9 +355,8 @@ def load_cpp() -> CppKernels:
                         name="skiptrack_skipconv_kernels",
                         sources=[str(_SOURCE)],
                         build_directory=str(build),
-                        extra_cflags=["-O3", "-march=native", "-fopenmp"],
-                        extra_ldflags=["-fopenmp"],
                         verbose=False,
+                        **BUILD_FLAGS,
                     )
                 except (OSError, RuntimeError, ImportError) as exc:
                     raise ExtensionBuildError(
