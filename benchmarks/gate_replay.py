@@ -33,10 +33,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from hardware import open_source  # noqa: E402
-from skiptrack_types import Gap  # noqa: E402
-from tracking.evaluate_network import network_image  # noqa: E402
+from frame_plan import read_frames  # noqa: E402
+
 from tracking.network import load_default  # noqa: E402
 from tracking.skipconv.kernels import BUILD_FLAGS, CppKernels, load_cpp  # noqa: E402
 from tracking.skipconv.layers import ConvLayer  # noqa: E402
@@ -66,22 +66,12 @@ def record(uri: str, frames: int, start_s: float, layer_name: str) -> list[dict]
             )  # fmt: skip
         return original(X, Xhat, changes, all_changed, r2, energy, stamps, stamp, geometry, *rest)
 
+    images = [cameras[0] for cameras in read_frames(uri, frames, start_s)]
     kernels.select_update = select_update
-    synthetic = uri.startswith("synthetic:")
-    source = open_source(uri, **({"seed": 7, "seconds": frames / 60 + 1} if synthetic else {}))
-    seen, first = 0, None
     try:
-        for frame in source:
-            if isinstance(frame, Gap):
-                continue
-            first = frame.t_ns if first is None else first
-            if synthetic or (frame.t_ns - first) * 1e-9 >= start_s:
-                model.run(network_image(frame.images[0]))
-                seen += 1
-            if seen >= frames:
-                break
+        for image in images:
+            model.run(image)
     finally:
-        source.close()
         kernels.select_update = original
     return calls
 
