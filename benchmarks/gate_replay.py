@@ -147,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"recorded {len(calls)} calls of {args.layer} on {args.source}", file=sys.stderr)
     builds = {"current": load_cpp()}
     if args.baseline_rev:
+        print(f"building the kernels of {args.baseline_rev} (about a minute)", file=sys.stderr)
         builds["baseline"] = baseline_kernels(args.baseline_rev)
+    print(f"replaying {len(calls)} calls x {args.repeats} on {len(builds)} build(s)", file=sys.stderr)
     times, differences = replay(calls, builds, args.repeats, args.flush_mb)
     result = {
         "source": args.source,
