@@ -95,6 +95,17 @@ def baseline_kernels(rev: str) -> CppKernels:
     return CppKernels(module)
 
 
+def fresh_state(call: dict) -> dict:
+    """Copies of the gate state a recorded call starts from (the call writes into them)."""
+    return {key: call[key].clone() for key in ("Xhat", "r2", "energy", "stamps")}
+
+
+def replay_call(kernels: CppKernels, call: dict, state: dict) -> tuple:
+    """One recorded ``select_update`` call on ``state``."""
+    return kernels.select_update(call["X"], state["Xhat"], call["changes"], False, state["r2"], state["energy"],
+                                 state["stamps"], call["stamp"], call["geometry"], *call["rest"])  # fmt: skip
+
+
 def replay(calls: list[dict], builds: dict[str, CppKernels], repeats: int, flush_mb: int) -> tuple[dict, list[str]]:
     """Per build the seconds of each replayed call; and where the builds' results differ."""
     flush = torch.zeros(flush_mb * 262144)
@@ -102,22 +113,18 @@ def replay(calls: list[dict], builds: dict[str, CppKernels], repeats: int, flush
     differences: list[str] = []
     order = list(builds)
     for kernels in builds.values():  # first calls set up thread pools and tables: not timed
-        first = calls[0]
-        kernels.select_update(first["X"], first["Xhat"].clone(), first["changes"], False, first["r2"].clone(),
-                              first["energy"].clone(), first["stamps"].clone(), first["stamp"], first["geometry"],
-                              *first["rest"])  # fmt: skip
+        replay_call(kernels, calls[0], fresh_state(calls[0]))
     for repeat in range(repeats):
         for index, call in enumerate(calls):
             results = {}
             for name in order if (index + repeat) % 2 == 0 else order[::-1]:
-                xhat, r2, energy, stamps = (call[k].clone() for k in ("Xhat", "r2", "energy", "stamps"))
+                state = fresh_state(call)
                 flush.add_(1.0)
                 float(call["X"].sum()), int(call["changes"].sum())
                 start = time.perf_counter()
-                out = builds[name].select_update(call["X"], xhat, call["changes"], False, r2, energy, stamps,
-                                                 call["stamp"], call["geometry"], *call["rest"])  # fmt: skip
+                out = replay_call(builds[name], call, state)
                 times[name].append(time.perf_counter() - start)
-                results[name] = (out, xhat, r2, energy)
+                results[name] = (out, state["Xhat"], state["r2"], state["energy"])
             if repeat == 0 and len(results) == 2:
                 (a, xa, ra, ea), (b, xb, rb, eb) = results.values()
                 same = torch.equal(a[0], b[0]) and a[1:] == b[1:] and torch.equal(xa, xb) and torch.equal(ra, rb)
