@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hardware.synthetic import open_synthetic
-from tracking.network.deadband import DEADBAND_GREY, TILE_PX, Deadband
+from tracking.network.deadband import CAMERA_MOVING_TILES, DEADBAND_GREY, TILE_PX, Deadband
 
 
 def _noisy(base: np.ndarray, sigma: float, seed: int) -> np.ndarray:
@@ -41,6 +41,54 @@ def test_a_region_that_changes_by_less_than_the_deadband_is_taken_whole_a_lone_n
     assert np.array_equal(steady[16:40, 16:40], shaded[16:40, 16:40])  # not a patchwork of old and new
     assert steady[56, 56] == shaded[56, 56]
     assert np.array_equal(steady[48:, 48:56], image[48:, 48:56])  # its tile is not taken
+
+
+def _patch_moved(moving_tiles: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Two camera images of a 16 x 16-tile scene with sensor noise; in the second, 30 grey levels more inside each
+    tile of ``moving_tiles`` (away from the tile's border)."""
+    base = np.kron(np.random.default_rng(4).uniform(40, 200, (16, 16)), np.ones((TILE_PX, TILE_PX)))
+    moved = base.copy()
+    for r, c in moving_tiles:
+        moved[r * TILE_PX + 2 : (r + 1) * TILE_PX - 2, c * TILE_PX + 2 : (c + 1) * TILE_PX - 2] += 30.0
+    return _noisy(base, 1.6, 0), _noisy(moved, 1.6, 1)
+
+
+def _ring(r: int, c: int, shape: tuple[int, int]) -> np.ndarray:
+    """The pixels of the 8 tiles around tile (r, c)."""
+    ring = np.zeros(shape, bool)
+    ring[(r - 1) * TILE_PX : (r + 2) * TILE_PX, (c - 1) * TILE_PX : (c + 2) * TILE_PX] = True
+    ring[r * TILE_PX : (r + 1) * TILE_PX, c * TILE_PX : (c + 1) * TILE_PX] = False
+    return ring
+
+
+def test_in_front_of_a_still_camera_only_the_moving_tiles_are_taken_not_the_tiles_around_them():
+    """A hand moving in front of a still camera: the shimmer around its tiles stays held (taking the neighbours
+    sent three times the pixels of a still_hand frame through the network, nearly all of them noise)."""
+    first, image = _patch_moved([(7, 7)])
+    band = Deadband()
+    first = band.steady(first).copy()
+    steady = band.steady(image)
+    tile = np.s_[7 * TILE_PX : 8 * TILE_PX, 7 * TILE_PX : 8 * TILE_PX]
+    assert np.array_equal(steady[tile], image[tile])  # its tile whole
+    ring = _ring(7, 7, image.shape)
+    assert (image[ring] != first[ring]).mean() > 0.5  # the camera's shimmer there ...
+    assert (steady[ring] == first[ring]).mean() > 0.95  # ... held, but for a lone pixel past the deadband
+
+
+def test_while_the_camera_moves_the_tiles_around_each_moving_tile_are_taken_too():
+    """More than CAMERA_MOVING_TILES of the tiles moving is the camera's own motion: an edge sliding across the image
+    is taken ahead of the tile it is in."""
+    every_other = [(r, c) for r in range(1, 16, 2) for c in range(1, 16, 2)]  # 64 of 256 tiles
+    few = every_other[:5]  # a hand
+    assert len(few) < CAMERA_MOVING_TILES * 256 < len(every_other)
+    first, image = _patch_moved(few)
+    band = Deadband()
+    band.steady(first)
+    assert not np.array_equal(band.steady(image)[_ring(1, 1, image.shape)], image[_ring(1, 1, image.shape)])
+    first, image = _patch_moved(every_other)
+    band = Deadband()
+    band.steady(first)
+    assert np.array_equal(band.steady(image), image)  # every tile is a moving one or next to one
 
 
 def test_a_wide_change_is_taken_whole_and_reset_takes_the_next_image_whole():
