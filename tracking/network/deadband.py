@@ -36,7 +36,8 @@ TILE_PX = 8
 CAMERA_MOVING_TILES = 0.12
 """Share of the tiles moving above which the camera is taken to move and each moving tile's 8 neighbours are taken
 too. A hand in front of a still camera moves at most 9 % of them (still_hand seeds 1-3, 7), vtest.avi's walking people
-5-12 %; a head in slow motion at least 18 % (seated seeds 1 and 5, 20 s; mostly above 80 %)."""
+5-13 % (5th-95th percentile; a tenth of its frames take the neighbours); a head in slow motion at least 18 % (seated
+seeds 1 and 5, 20 s; mostly above 80 %)."""
 WIDE_CHANGE = 0.3
 """Share of the pixels past the deadband above which the whole frame is taken as it is (camera motion, lighting)."""
 
