@@ -5,11 +5,12 @@
 
 Each image goes through the dense and the skip model (shipped weights and gate ε); prints and writes JSON per
 source: dense_ms, skip_ms (median network wall time per image), speedup, the same in process CPU time (less
-disturbed by other processes on a shared machine), mac_ratio (executed over dense MACs) and agreement_1px (skip vs
-dense keypoints within 1 px), and the skip model's accuracy where the source knows the truth (synthetic:
-hand_pck2d_3px, scene_repeatability, desc_match_precision; on a real video scene_repeatability only, frame to frame,
-as ``tracking.evaluate_network`` measures them). Images of other sizes are resized to 320 px wide, as the network
-was trained.
+disturbed by other processes on a shared machine), mac_ratio (executed over dense MACs), agreement_1px (skip vs
+dense keypoints within 1 px) and dense_frame_agreement_1px (the dense keypoints against the previous image's: on a
+still camera, the most a skip model that holds back small changes can agree with them), and the skip model's
+accuracy where the source knows the truth (synthetic: hand_pck2d_3px, scene_repeatability, desc_match_precision; on
+a real video scene_repeatability only, frame to frame, as ``tracking.evaluate_network`` measures them). Images of
+other sizes are resized to 320 px wide, as the network was trained.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def measure(uri: str, seed: int, seconds: float, start_s: float) -> dict:
         "mac_ratio": r["net_mac_ratio"],
         "active_fraction": r["active_fraction"],
         "agreement_1px": r["skip_dense_agreement_1px"],
+        "dense_frame_agreement_1px": r["dense_frame_agreement_1px"],
         "hand_pck2d_3px": r["hand_pck2d_3px"],
         "scene_repeatability": r["scene_repeatability"],
         "desc_match_precision": r["desc_match_precision"],

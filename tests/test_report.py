@@ -175,6 +175,22 @@ def test_benchmark_without_json_is_reported_as_not_run(built):
     assert "**network_video: not run**" in built.read_text()
 
 
+def test_the_video_agreement_row_says_how_steady_the_dense_keypoints_are(report, tmp_path):
+    write_fixtures(tmp_path)
+    video = {"source": "video:vtest.avi", "frames": 100, "cameras": 1, "dense_ms": 3.0, "skip_ms": 1.5,
+             "speedup": 2.0, "mac_ratio": 0.3, "agreement_1px": 0.926, "dense_frame_agreement_1px": 0.831}  # fmt: skip
+    (tmp_path / "network_video.json").write_text(json.dumps({"results": [video]}))
+    results_md = tmp_path / "out" / "RESULTS.md"
+    assert report.main(["--from-json", str(tmp_path), "--results", str(results_md)]) == 0
+    row = headline_rows(results_md)["vtest.avi keypoints, skip agrees with dense within 1 px"]
+    assert row[3:] == [
+        "92.6%",
+        "**fail**",
+        "the dense network's keypoints agree with its own on the previous image 83.1%",
+    ]
+    assert "| 92.6% | 83.1% |" in results_md.read_text()  # the network table's two agreement columns
+
+
 def test_plots_are_written_small_and_linked(built):
     text = built.read_text()
     for name in ("skipconv_speedup.png", "trajectory.png", "end_to_end_latency.png"):

@@ -7,7 +7,10 @@ are measured on the skip model's keypoints (``--dense``: on the dense model's). 
 ``hand_pck2d_3px``, ``scene_repeatability`` and ``desc_match_precision`` (see tracking/network/metrics.py; pairs are
 the two cameras of a frame and one camera ``TEMPORAL_GAP`` frames apart). Sources without truth (a real video)
 give ``scene_repeatability`` between consecutive frames of a static camera, next to OpenCV's Shi-Tomasi corners
-(``classical_repeatability``) with as many corners. Both give ``skip_dense_agreement_1px``, ``net_mac_ratio``
+(``classical_repeatability``) with as many corners. Both give ``skip_dense_agreement_1px``,
+``dense_frame_agreement_1px`` (the dense network's keypoints against its own on the camera's previous image, as
+``skip_dense_agreement_1px`` counts them: on a still camera, how steady the dense keypoints are, the most a skip model
+that holds back small changes can agree with them; docs/network.md, "Steady input"), ``net_mac_ratio``
 (executed over dense MACs after the first key frame), ``active_fraction`` (mean per frame), ``dense_ms``,
 ``skip_ms`` (median network wall time per image) and ``net_speedup`` (their ratio), and the same in CPU time of
 this process (``*_cpu_ms``, ``net_speedup_cpu``), which other processes on a shared machine disturb less.
@@ -104,6 +107,7 @@ def evaluate_network(
     classical: list[float] = []
     network_rep: list[float] = []
     previous: list[tuple[np.ndarray, np.ndarray]] = []
+    previous_dense: dict[int, Keypoints] = {}
     frames = 0
     first_t: int | None = None
     try:
@@ -144,6 +148,8 @@ def evaluate_network(
                     macs[1] += stats["dense_macs"]
                     active.append(stats["active_fraction"])
                     tally.add("agreement", metrics.agreement(kd, ks, 1.0))
+                    tally.add("dense_frame_agreement", metrics.agreement(previous_dense[cam], kd, 1.0))
+                previous_dense[cam] = kd
                 results.append(kd if dense else ks)
             if synthetic and frame.truth is not None:
                 _score_synthetic(frame, results, history, tally)
@@ -166,6 +172,7 @@ def evaluate_network(
         "scene_repeatability": tally.ratio("repeatability") if synthetic else _mean(network_rep),
         "desc_match_precision": tally.ratio("descriptors"),
         "skip_dense_agreement_1px": tally.ratio("agreement"),
+        "dense_frame_agreement_1px": tally.ratio("dense_frame_agreement"),
         "net_mac_ratio": macs[0] / macs[1] if macs[1] else None,
         "net_speedup": dense_ms / skip_ms if dense_ms and skip_ms else None,
         "active_fraction": _mean(active),
