@@ -24,7 +24,7 @@ from tracking.network.decode import (
 )
 from tracking.network.export import GATE_BLOCK
 from tracking.network.metrics import agreement, hand_pck, point_repeatability
-from tracking.network.model import CELL_CLASSES, HAND_CHANNELS, STRIDE
+from tracking.network.model import CELL_CLASSES, CONTEXT_MODULES, DECODER_MODULES, HAND_CHANNELS, STRIDE
 from tracking.skipconv.convert import convert
 from tracking.skipconv.layers import ConvLayer
 
@@ -54,6 +54,33 @@ def test_skip_engine_counts_the_dense_macs_of_its_rewritten_decoder():
     as_written = 60 * 80 * 96 * 32
     rewritten = 30 * 40 * 64 * 32 + 60 * 80 * 32 * 32
     assert skip.stats()["dense_macs"] == count_macs(KeypointNet(), 240, 320) - as_written + rewritten
+
+
+def test_scene_points_do_not_depend_on_the_context_or_the_decoder():
+    """The skip model gates the context and the decoder with their own ε (GateSettings.module_scales): the scene head
+    must not read them, while the descriptors and the hands do."""
+    torch.manual_seed(0)
+    net = KeypointNet().eval()
+    x = torch.rand(1, 1, 64, 96)
+    with torch.no_grad():
+        scene, descriptors, hands = net(x)
+        for name in CONTEXT_MODULES + DECODER_MODULES:
+            getattr(net, name)[0].weight.mul_(1.5)
+        scene2, descriptors2, hands2 = net(x)
+    assert torch.equal(scene, scene2)
+    assert not torch.allclose(descriptors, descriptors2) and not torch.allclose(hands, hands2)
+
+
+def test_the_skip_models_noise_floor_comes_from_the_camera_not_the_steadied_images(shipped, still_hand_images):
+    """The deadband holds a still camera's noise back: estimated from what it hands on the floor would be zero."""
+    expected = 2 * (1.6 / 255.0) ** 2  # the synthetic sensor's read noise, 1.6 grey levels RMS, in two frames
+    for deadband in (6, 0):
+        model = KeypointModel(shipped, skip=True, threshold=0.04, noise_margin=1.0, deadband=deadband)
+        for image in still_hand_images:
+            model.infer(image)
+        assert 0.5 * expected < model.engine.noise_energy < 2.0 * expected, deadband
+    model.reset(new_camera=True)
+    assert model.engine.noise_energy == 0.0
 
 
 def test_network_heads_have_documented_shapes():

@@ -85,6 +85,8 @@ def test_gate_tuning_picks_the_fewest_macs_that_keep_the_agreement(monkeypatch):
     monkeypatch.setattr(export, "THRESHOLD_CANDIDATES", (0.01, 0.05))
     monkeypatch.setattr(export, "NOISE_MARGINS", (0.0, 1.0))
     monkeypatch.setattr(export, "DEEP_SCALES", (1.0,))
+    monkeypatch.setattr(export, "CONTEXT_SCALES", (1.0,))
+    monkeypatch.setattr(export, "DECODER_SCALES", (1.0,))
     monkeypatch.setattr(export, "TUNING_SEQUENCES", (("still_hand", 100, True),))
     # the camera's noise as it is: the deadband (tracking.network.deadband) holds most of it back before the gate
     monkeypatch.setattr(export, "KeypointModel", functools.partial(export.KeypointModel, deadband=0))
@@ -101,20 +103,24 @@ def test_gate_tuning_picks_the_fewest_macs_that_keep_the_agreement(monkeypatch):
 
 def test_gate_tuning_keeps_the_hands_where_the_scene_points_rule_would_let_them_go(monkeypatch):
     """On a still camera the scene points may disagree with the dense network as much as sensor noise makes it
-    disagree with itself; the hand joints may not (past the camera layer ε x 3 keeps the scene points' rule on
-    still_hand and moves an eighth of the hand joints by more than half a pixel)."""
+    disagree with itself; the hand joints may not. The scene points do not depend on the decoder: at ε 0.16 there
+    they keep their rule on still_hand, while a sixth of the hand joints move by more than half a pixel."""
     from tracking.network import export
     from tracking.network.api import load_weights
 
-    monkeypatch.setattr(export, "THRESHOLD_CANDIDATES", (0.04,))
+    monkeypatch.setattr(export, "THRESHOLD_CANDIDATES", (0.01,))
     monkeypatch.setattr(export, "NOISE_MARGINS", (1.0,))
-    monkeypatch.setattr(export, "DEEP_SCALES", (2.0, 3.0))
+    monkeypatch.setattr(export, "DEEP_SCALES", (2.0,))
+    monkeypatch.setattr(export, "CONTEXT_SCALES", (16.0,))
+    monkeypatch.setattr(export, "DECODER_SCALES", (4.0, 16.0))
     monkeypatch.setattr(export, "TUNING_SEQUENCES", (("still_hand", 100, True),))
     chosen = {}
-    for required in (0.0, export.REQUIRED_HAND_AGREEMENT):
+    # 0.87: between the ~0.83 of the hand joints within 0.5 px at the decoder's ε x 16 and the ~0.90 at x 4 (the
+    # shipped rule's 0.9 sits at the edge of the latter, which the full tuning's other sequences decide)
+    for required in (0.0, 0.87):
         monkeypatch.setattr(export, "REQUIRED_HAND_AGREEMENT", required)
-        chosen[required] = export.tune_gate(load_weights())[0].deep_scale
-    assert chosen == {0.0: 3.0, 0.9: 2.0}
+        chosen[required] = export.tune_gate(load_weights())[0].decoder_scale
+    assert chosen == {0.0: 16.0, 0.87: 4.0}
 
 
 def test_retuning_rewrites_the_gate_and_the_cards_gate_sections_only(monkeypatch, tmp_path):
@@ -127,6 +133,8 @@ def test_retuning_rewrites_the_gate_and_the_cards_gate_sections_only(monkeypatch
     monkeypatch.setattr(export, "THRESHOLD_CANDIDATES", (0.01, 0.05))
     monkeypatch.setattr(export, "NOISE_MARGINS", (1.0,))
     monkeypatch.setattr(export, "DEEP_SCALES", (1.0, 3.0))
+    monkeypatch.setattr(export, "CONTEXT_SCALES", (8.0,))
+    monkeypatch.setattr(export, "DECODER_SCALES", (4.0,))
     monkeypatch.setattr(export, "TUNING_SEQUENCES", (("still_hand", 100, True),))
     monkeypatch.setattr(export, "TUNING_SECONDS", 0.5)
     monkeypatch.setattr(export, "EVALUATION_RUNS", (("synthetic:still_hand", 7),))
@@ -138,7 +146,10 @@ def test_retuning_rewrites_the_gate_and_the_cards_gate_sections_only(monkeypatch
     assert [(t["deep_scale"], t["threshold"]) for t in saved["trials"]] == [(1.0, 0.01), (1.0, 0.05), (3.0, 0.01),
                                                                              (3.0, 0.05)]  # fmt: skip
     assert saved["deep_scale"] in (1.0, 3.0)
+    exact = saved["threshold"] == 0.0
+    assert saved["module_scales"] == ({} if exact else {"down8": 8.0, "ctx8a": 8.0, "ctx8b": 8.0, "fuse4": 4.0,
+                                                        "dec4": 4.0})  # fmt: skip
     card = (tmp_path / "README.md").read_text()
     assert card.startswith("# card\n\n## Training\nkept as it was\n\n## Skip gate\n")
-    assert "old gate" not in card and f"Global ε = {gate['threshold']}" in card
+    assert "old gate" not in card and f"ε = {gate['threshold']} at the layer reading the camera" in card
     assert "| synthetic:still_hand | 7 |" in card

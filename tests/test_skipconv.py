@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -226,6 +227,46 @@ def test_deep_scale_multiplies_epsilon_past_the_layers_reading_the_camera() -> N
     assert [layer.eps2_block for layer in skip.layers if isinstance(layer, ConvLayer)][1] == pytest.approx(second)
     with pytest.raises(InvalidInputError, match="deep_scale"):
         skip.deep_scale = 0.0
+
+
+def test_module_scales_set_epsilon_of_the_named_modules_convolutions() -> None:
+    torch.manual_seed(3)
+    convolutions = {"stem": nn.Conv2d(1, 4, 3, padding=1), "relu": nn.ReLU(),
+                    "down": nn.Conv2d(4, 4, 3, stride=2, padding=1), "head": nn.Conv2d(4, 4, 3, padding=1)}  # fmt: skip
+    model = nn.Sequential(OrderedDict(convolutions)).eval()
+    x = frames(16, 20, 1, seed=5)[0]
+
+    def thresholds(skip):
+        skip(x)
+        return [layer.eps2_block for layer in skip.layers if isinstance(layer, ConvLayer)]
+
+    first, second, third = thresholds(convert(model, threshold=0.2, break_even=1.0, deep_scale=2.0))
+    skip = convert(model, threshold=0.2, break_even=1.0, deep_scale=2.0, module_scales={"head": 8.0})
+    assert thresholds(skip) == pytest.approx([first, second, 16.0 * third])  # (8 / 2)² the deep scale's
+    skip.module_scales = {"stem": 8.0}  # the layer reading the camera keeps ε itself
+    assert thresholds(skip) == pytest.approx([first, second, third])
+    with pytest.raises(InvalidInputError, match="module 'head'"):
+        skip.module_scales = {"head": float("nan")}
+
+
+def test_the_noise_floor_comes_from_the_callers_frames_once_it_gives_them() -> None:
+    """A caller that steadies the frames first (tracking.network.deadband) hands the engine the camera's own frames
+    for the noise estimate; the engine's estimate from the steadied input would be zero."""
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1)).eval()
+    scene = _noisy_scene(12, moving_patch=False)  # σ = 2 grey levels
+    skip = convert(model, threshold=0.05, break_even=1.0)
+    for x in [scene[0]] * 9:  # a steadied still image: the engine sees no noise
+        skip(x)
+    assert skip.noise_energy == 0.0
+    skip.observe_noise(scene[1][0, 0].numpy(), scene[0][0, 0].numpy())
+    assert skip.noise_energy == pytest.approx(2 * (2.0 / 255.0) ** 2, rel=0.3)
+    for x in [scene[0]] * 9:  # no longer estimated from the input
+        skip(x)
+    assert skip.noise_energy == pytest.approx(2 * (2.0 / 255.0) ** 2, rel=0.3)
+    skip.observe_noise(scene[3][0, 0].numpy() * 255.0, scene[2][0, 0].numpy() * 255.0, scale=1.0 / 255.0)
+    assert skip.noise_energy == pytest.approx(2 * (2.0 / 255.0) ** 2, rel=0.3)
+    skip.reset(new_camera=True)
+    assert skip.noise_energy == 0.0
 
 
 def test_error_does_not_drift_over_1000_frames_of_slow_change() -> None:

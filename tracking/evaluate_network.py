@@ -130,6 +130,7 @@ def evaluate_network(
                         noise_margin=settings.noise_margin,
                         deep_scale=settings.deep_scale,
                         block=settings.block,
+                        module_scales=settings.module_scales,
                     )  # fmt: skip
                     for _ in images
                 ]

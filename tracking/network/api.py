@@ -13,7 +13,7 @@ import functools
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,7 @@ class GateSettings:
     noise_margin: float = 0.0  # sensor-noise floor of the first layer (see tracking.skipconv.convert); 0: none
     deep_scale: float = 1.0  # ε multiplier of the layers that do not read the camera (SkipModel.deep_scale)
     block: int | None = None  # gate block side in output positions (None: the engine's per-layer default)
+    module_scales: dict[str, float] = field(default_factory=dict)  # ε multipliers by module (SkipModel.module_scales)
 
     @classmethod
     def load(cls, path: Path = GATE_FILE) -> GateSettings:
@@ -62,6 +63,7 @@ class GateSettings:
                 float(data.get("noise_margin", 0.0)),
                 float(data.get("deep_scale", 1.0)),
                 None if block is None else int(block),
+                {str(k): float(v) for k, v in data.get("module_scales", {}).items()},
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise WeightsError(
@@ -95,7 +97,9 @@ class KeypointModel:
     smoothed and brightened first, and a skip model's gate runs exact meanwhile (``tracking.network.low_light``; an
     image in normal light goes in as it is). ``deadband``: grey levels a pixel must move to be taken from the
     camera unless its region moves, else it keeps its last value (``tracking.network.deadband``; 0: every image as
-    it is; not in low light).
+    it is; not in low light). ``module_scales``: ε multipliers of named modules' layers instead of ``deep_scale``
+    (``SkipModel.module_scales``; the tuned gate gives the context and the decoder, on which the scene points do not
+    depend, their own: ``GateSettings``).
     """
 
     def __init__(
@@ -111,6 +115,7 @@ class KeypointModel:
         low_light: bool = True,
         deadband: int = DEADBAND_GREY,
         block: int | None = None,
+        module_scales: dict[str, float] | None = None,
     ) -> None:
         keep_freed_memory()  # every frame allocates the same feature maps: keep them mapped (tracking.heap)
         self.engine: SkipModel = convert(
@@ -120,6 +125,7 @@ class KeypointModel:
             break_even=break_even,
             noise_margin=noise_margin,
             deep_scale=deep_scale,
+            module_scales=module_scales,
         )
         self.engine.dense = not skip
         self.engine.precision = resolve_precision(precision)
@@ -134,6 +140,8 @@ class KeypointModel:
         self.deadband = Deadband(deadband)
         self._threshold = float(threshold)
         self._exact = False  # the gate set to ε 0 for low light (_condition)
+        self._noise_in = 0  # frames until the camera's image is kept for the next noise estimate (_observe_noise)
+        self._noise_previous: np.ndarray | None = None
 
     @property
     def threshold(self) -> float:
@@ -154,6 +162,7 @@ class KeypointModel:
         sensor noise is as large as the change head motion makes, and the gate cannot tell them apart (at the
         shipped ε the skip network's head poses were 50-90 mm from the dense network's on the synthetic ``dark``
         scenario); each switch starts from a key frame."""
+        self._observe_noise(image)
         if self.low_light is None:
             return self.deadband.steady(image)
         conditioned = self.low_light.condition(image)
@@ -165,6 +174,26 @@ class KeypointModel:
             self.deadband.reset()
             return conditioned
         return self.deadband.steady(conditioned)
+
+    NOISE_EVERY = 8
+    """Frames between two estimates of the camera's noise (as the engine's own, ``InputLayer.NOISE_EVERY``)."""
+
+    def _observe_noise(self, image: np.ndarray) -> None:
+        """With the deadband on, the skip engine's noise floor is estimated from the camera's images, not from the
+        steadied ones it runs on (``SkipModel.observe_noise``): those hold the noise back and put the floor at
+        zero, while the pixels of noise the deadband lets through (past 6 grey levels, a few hundred a frame of a
+        still synthetic camera) would each fire a gate block at a low ε and recompute the ring around it through
+        every layer of the scene points' path."""
+        if not self.skip or not self.deadband.grey:
+            return
+        if self._noise_previous is not None and self._noise_previous.shape == image.shape:
+            self.engine.observe_noise(image, self._noise_previous, 1.0 / 255.0)
+            self._noise_previous = None
+            self._noise_in = self.NOISE_EVERY - 1
+        elif self._noise_in <= 0:
+            self._noise_previous = image.copy()
+        else:
+            self._noise_in -= 1
 
     def run(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The raw outputs (scene (17, h, w), descriptors (D, h, w), hands (42, h, w)) for ``image`` (H, W) uint8;
@@ -184,10 +213,12 @@ class KeypointModel:
         outputs = self.run(image)
         return decode(outputs, (image.shape[1], image.shape[0]), self.decode_config)
 
-    def reset(self) -> None:
-        """Make the next frame a key frame (dense refresh), its image taken whole."""
-        self.engine.reset()
+    def reset(self, new_camera: bool = False) -> None:
+        """Make the next frame a key frame (dense refresh), its image taken whole; ``new_camera``: the images now
+        come from another camera (its noise is estimated afresh)."""
+        self.engine.reset(new_camera)
         self.deadband.reset()
+        self._noise_previous = None
 
     def stats(self, per_layer: bool = True) -> dict:
         """``{"macs", "dense_macs", "active_fraction", "per_layer"}`` of the last frame (dense mode: all MACs);
@@ -254,4 +285,5 @@ def load_default(skip: bool = True, threshold: float | None = None, precision: s
     if threshold is None:
         threshold = settings.threshold if skip else 0.0
     return KeypointModel(load_weights(), skip=skip, threshold=threshold, noise_margin=settings.noise_margin,
-                         deep_scale=settings.deep_scale, precision=precision, block=settings.block)  # fmt: skip
+                         deep_scale=settings.deep_scale, precision=precision, block=settings.block,
+                         module_scales=settings.module_scales)  # fmt: skip

@@ -9,7 +9,7 @@ Input (B, 1, H, W) float, made by ``to_input`` from uint8 grayscale. Outputs at 
 - ``hands`` (B, 42, H/4, W/4): joint heatmap logits, channels 0..20 the left hand's 21 joints (MediaPipe order),
   21..41 the right hand's.
 
-At 320x240 the network executes about 0.25 GMAC (``count_macs``), under the 0.6 GMAC budget.
+At 320x240 the network executes about 0.30 GMAC (``count_macs``), under the 0.6 GMAC budget.
 """
 
 from __future__ import annotations
@@ -27,6 +27,11 @@ CELL_CLASSES = STRIDE * STRIDE + 1
 HAND_JOINTS = 21
 HAND_CHANNELS = 2 * HAND_JOINTS
 """Hand head channels: left hand's 21 joints, then the right hand's."""
+CONTEXT_MODULES = ("down8", "ctx8a", "ctx8b")
+"""The /8 context: the scene points do not depend on it, the descriptors and the hands do, through the decoder. A
+skip model gates it with its own ε (``KeypointModel(module_scales=...)``, ``GateSettings``)."""
+DECODER_MODULES = ("fuse4", "dec4")
+"""The decoder at /4 that the descriptor and hand heads read: the scene points do not depend on it either."""
 
 
 def conv_bn(
@@ -58,6 +63,10 @@ class KeypointNet(nn.Module):
         self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
         self.fuse4 = conv_bn(64 + 32, 32, kernel=1)
         self.dec4 = conv_bn(32, 32)
+        # The scene points' own branch at /4, without the /8 context: a point's position then depends on the
+        # image within 23 px of it, and a skip model can compute that path nearly exactly while it gates the
+        # context coarsely (docs/network.md, "Architecture").
+        self.scene4 = conv_bn(32, 32)
         self.scene = nn.Conv2d(32, CELL_CLASSES, 1)
         self.descriptors = nn.Conv2d(32, descriptor_dim, 1)
         self.hands = nn.Conv2d(32, HAND_CHANNELS, 1)
@@ -73,7 +82,7 @@ class KeypointNet(nn.Module):
         d8 = self.down8(f4)
         f8 = self.relu(d8 + self.ctx8b(self.ctx8a(d8)))
         d4 = self.dec4(self.fuse4(torch.cat([self.up(f8), f4], 1)))
-        return self.scene(d4), self.descriptors(d4), self.hands(d4)
+        return self.scene(self.scene4(f4)), self.descriptors(d4), self.hands(d4)
 
 
 def to_input(images: np.ndarray) -> torch.Tensor:

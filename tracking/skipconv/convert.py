@@ -44,6 +44,8 @@ from tracking.skipconv.layers import (
     PointwiseLayer,
     PoolLayer,
     UpsampleLayer,
+    sensor_noise_energy,
+    smoothed_noise,
 )
 from tracking.skipconv.masks import EVERYWHERE, GridScratch, Positions
 from tracking.skipconv.rewrite import split_pointwise_over_upsample
@@ -253,6 +255,38 @@ class SkipModel:
         self._ctx.deep_scale = float(value)
         self._configure()
 
+    @property
+    def module_scales(self) -> dict[str, float]:
+        """ε multipliers of the convolutions of named modules of the source network (a layer ``ctx8a_0`` is module
+        ``ctx8a``'s), in place of ``deep_scale``: a network whose outputs depend on some layers more finely than on
+        others gates them apart (tracking.network: the scene points' path exact, the context coarse)."""
+        return dict(self._ctx.module_scales)
+
+    @module_scales.setter
+    def module_scales(self, value: dict[str, float]) -> None:
+        for module, scale in value.items():
+            if not (scale > 0.0 and math.isfinite(scale)):
+                raise InvalidInputError(
+                    f"the ε multiplier of module {module!r} must be a finite number > 0, got {scale}"
+                )
+        self._ctx.module_scales = {str(k): float(v) for k, v in value.items()}
+        self._configure()
+
+    @property
+    def noise_energy(self) -> float:
+        """The camera's sensor noise as the noise floor uses it: mean ‖X_t − X_s‖² per input position (0: not
+        estimated yet)."""
+        return self._ctx.noise_energy
+
+    def observe_noise(self, current: np.ndarray, previous: np.ndarray, scale: float = 1.0) -> None:
+        """Estimate the camera's sensor noise from two of its frames as the caller has them (``scale``: what the
+        model's input is per unit of theirs), for the noise floor, instead of from the model's own input frames.
+        For a caller that steadies the frames before the model (tracking.network.deadband): the steadied frames
+        hold the noise back and would set the floor at zero, while the pixels they let through are the noise's
+        tail. From the first call on the model no longer estimates the noise itself."""
+        self._ctx.noise_from_caller = True
+        self._ctx.noise_energy = smoothed_noise(self._ctx.noise_energy, sensor_noise_energy(current, previous, scale))
+
     def _configure(self) -> None:
         """Give every convolution its threshold from the context again (after ε or the deep scale changed)."""
         self._drop_plan()
@@ -269,8 +303,11 @@ class SkipModel:
     def noise_margin(self, value: float) -> None:
         self._ctx.noise_margin = float(value)
 
-    def reset(self) -> None:
-        """Make the next frame a key frame."""
+    def reset(self, new_camera: bool = False) -> None:
+        """Make the next frame a key frame; ``new_camera``: the frames now come from another camera, whose noise
+        is estimated afresh."""
+        if new_camera:
+            self._ctx.noise_energy = 0.0
         self._resolution = None
         self._drop_plan()
         self._all_dense_frames = self._folded_frames_left = 0
@@ -501,6 +538,7 @@ def convert(
     break_even: float | None = None,
     noise_margin: float = 1.0,
     deep_scale: float = 1.0,
+    module_scales: dict[str, float] | None = None,
 ) -> SkipModel:
     """Convert a trained ``model`` (one image input, (1, C, H, W)) into a SkipModel without retraining.
 
@@ -510,7 +548,8 @@ def convert(
     convolution runs dense, or None to measure each layer's own on the first key frame of each resolution.
     ``noise_margin``: at ε > 0 a block of a layer reading the input fires only above this multiple of the energy
     that sensor noise alone gives one block in 10⁴ (noise estimated from the frames; 0 disables the floor).
-    ``deep_scale``: ε multiplier of the convolutions that do not read the input (``SkipModel.deep_scale``).
+    ``deep_scale``: ε multiplier of the convolutions that do not read the input (``SkipModel.deep_scale``);
+    ``module_scales``: the multipliers of named modules' convolutions instead (``SkipModel.module_scales``).
 
     Raises UnsupportedOperationError naming the graph node for an operation it cannot run sparsely.
     """
@@ -544,6 +583,8 @@ def convert(
     skip = SkipModel(folded, layers, outputs, tuple_output, threshold, block, backend, break_even, as_written)
     skip.noise_margin = noise_margin
     skip.deep_scale = deep_scale
+    if module_scales:
+        skip.module_scales = module_scales
     return skip
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -79,8 +79,20 @@ class Context:
     noise_margin: float = 0.0  # first-layer blocks fire above this multiple of the noise energy (0: no floor)
     noise_energy: float = 0.0  # sensor noise: mean ‖X_t − X_s‖² per input position, two frames of a still scene
     deep_scale: float = 1.0  # ε multiplier of the convolutions that do not read the camera (SkipModel.deep_scale)
+    module_scales: dict[str, float] = field(default_factory=dict)  # per source module, instead of deep_scale
+    noise_from_caller: bool = False  # the caller sets noise_energy (SkipModel.observe_noise), the input layer not
     camera_wide_change: float = CAMERA_WIDE_CHANGE  # this frame's; SkipModel lowers it just after head motion
     camera_refreshed: bool = False  # a layer reading the camera ran dense this frame (see CAMERA_WIDE_CHANGE)
+
+    def scale_of(self, layer: Layer) -> float:
+        """ε multiplier of a convolution: 1 reading the camera, else its source module's (``module_scales``, keyed
+        by the module's name in the network: a layer ``ctx8a_0`` is module ``ctx8a``'s), else ``deep_scale``."""
+        if layer.reads_camera:
+            return 1.0
+        for module, scale in self.module_scales.items():
+            if layer.name == module or layer.name.startswith(module + "_"):
+                return scale
+        return self.deep_scale
 
     def add_time(self, phase: str, since: float) -> float:
         """Charge the time since ``since`` to ``phase`` (when profiling); returns now."""
@@ -239,6 +251,8 @@ class InputLayer(Layer):
     def before_compare(self, ctx: Context) -> None:
         """What the step does before comparing the frame with the last one (a frame plan compares them itself)."""
         self.frames_since_estimate += 1
+        if ctx.noise_from_caller:
+            return
         if ctx.threshold > 0 and ctx.noise_margin > 0 and self.frames_since_estimate >= self.NOISE_EVERY:
             self._estimate_noise(ctx)
             self.frames_since_estimate = 0
@@ -248,19 +262,31 @@ class InputLayer(Layer):
         self._record(Path.SPARSE if count else Path.IDLE, count)
 
     def _estimate_noise(self, ctx: Context) -> None:
-        """Update ``ctx.noise_energy`` from this frame's difference to the last one on every 4th pixel a side.
+        """Update ``ctx.noise_energy`` from this frame's difference to the last one (``sensor_noise_energy``)."""
+        estimate = sensor_noise_energy(self.frame_hwc.numpy(), self.hwc.numpy())
+        ctx.noise_energy = smoothed_noise(ctx.noise_energy, estimate)
 
-        In a still part of the scene ‖ΔX‖² per position is the sensor noise (2σ² per channel, chi-square
-        distributed); a low quantile of it, scaled by the chi-square quantile, estimates its mean even when most of
-        the image moves. Smoothed over frames: the noise of a camera changes slowly.
-        """
-        # numpy, not torch: on a few thousand values torch's kernels cost more in dispatch and thread-pool wake-ups
-        # than in arithmetic (in the engine 255 µs a call against 194; the same value)
-        d = self.frame_hwc[::4, ::4].numpy() - self.hwc[::4, ::4].numpy()
-        energy = np.square(d).sum(axis=2).ravel()
-        k = max(1, int(self.NOISE_QUANTILE * energy.size))
-        low = float(np.partition(energy, k - 1)[k - 1]) / _chi2_quantile(self.NOISE_QUANTILE, d.shape[2])
-        ctx.noise_energy = low if ctx.noise_energy == 0.0 else 0.8 * ctx.noise_energy + 0.2 * low
+
+def sensor_noise_energy(current: np.ndarray, previous: np.ndarray, scale: float = 1.0) -> float:
+    """Sensor noise of two frames of a camera, (H, W) or (H, W, C): the mean ‖X_t − X_s‖² per position (times
+    ``scale``²), from their difference on every 4th pixel a side.
+
+    In a still part of the scene ‖ΔX‖² per position is the sensor noise (2σ² per channel, chi-square distributed);
+    a low quantile of it, scaled by the chi-square quantile, estimates its mean even when most of the image moves.
+    """
+    # numpy, not torch: on a few thousand values torch's kernels cost more in dispatch and thread-pool wake-ups
+    # than in arithmetic (in the engine 255 µs a call against 194; the same value)
+    d = current[::4, ::4].astype(np.float32) - previous[::4, ::4]
+    d = d[..., None] if d.ndim == 2 else d
+    energy = np.square(d).sum(axis=2).ravel()
+    k = max(1, int(InputLayer.NOISE_QUANTILE * energy.size))
+    low = float(np.partition(energy, k - 1)[k - 1]) / _chi2_quantile(InputLayer.NOISE_QUANTILE, d.shape[2])
+    return low * scale * scale
+
+
+def smoothed_noise(previous: float, estimate: float) -> float:
+    """A camera's noise energy after a new estimate: its noise changes slowly, so estimates are smoothed."""
+    return estimate if previous == 0.0 else 0.8 * previous + 0.2 * estimate
 
 
 @functools.cache
@@ -390,7 +416,7 @@ class ConvLayer(Layer):
         rf = ((b - 1) * sh + (kh - 1) * dh + 1) * ((b - 1) * sw + (kw - 1) * dw + 1)
         self.block_used = b
         self.block_field = rf
-        eps = ctx.threshold * (1.0 if self.reads_camera else ctx.deep_scale)
+        eps = ctx.threshold * ctx.scale_of(self)
         self.eps2_block = (eps * self.sigma) ** 2 * rf * self.in_channels
         blocks = self.blocks_shape()
         self.block_stamps = ctx.scratch.stamps(*blocks)
