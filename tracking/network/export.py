@@ -137,7 +137,7 @@ def tuning_sequences(model: KeypointNet, video: Path | None = None) -> list[Tuni
              for scenario, seed, still in TUNING_SEQUENCES]  # fmt: skip
     if video is not None:
         first, last = TUNING_VIDEO_FRAMES
-        clips.append((list(load_video_frames(video)[first:last]), None))
+        clips.append((list(load_video_frames(video)[first:last]), None))  # None: the real video's own rule
     dense_model, raw_model = KeypointModel(model, skip=False), KeypointModel(model, skip=False, deadband=0)
     sequences = []
     for images, still in clips:
