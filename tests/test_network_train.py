@@ -115,8 +115,8 @@ def test_gate_tuning_keeps_the_hands_where_the_scene_points_rule_would_let_them_
     monkeypatch.setattr(export, "DECODER_SCALES", (4.0, 16.0))
     monkeypatch.setattr(export, "TUNING_SEQUENCES", (("still_hand", 100, True),))
     chosen = {}
-    # 0.87: between the ~0.83 of the hand joints within 0.5 px at the decoder's ε x 16 and the ~0.90 at x 4 (the
-    # shipped rule's 0.9 sits at the edge of the latter, which the full tuning's other sequences decide)
+    # 0.87: between the ~0.83 of the hand joints within 0.5 px at the decoder's ε x 16 and the ~0.90 at x 4 (on
+    # this sequence alone the shipped rule's 0.9 is at the edge of the latter)
     for required in (0.0, 0.87):
         monkeypatch.setattr(export, "REQUIRED_HAND_AGREEMENT", required)
         chosen[required] = export.tune_gate(load_weights())[0].decoder_scale
