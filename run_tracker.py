@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dense", action="store_true", help="run the network densely (the baseline, same weights)")
     p.add_argument("--threshold", type=float,
                    help="skip-convolution gate threshold ε of the camera layer (default: tuned value; the layers "
-                        "past it use it times the tuned deep scale)")  # fmt: skip
+                        "past it use it times their tuned multipliers)")  # fmt: skip
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="arithmetic of the network's whole-image dense passes: auto (default) is bf16 on a CPU with "
                         "bfloat16 instructions (about twice as fast), fp32 elsewhere")  # fmt: skip
