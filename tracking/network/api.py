@@ -27,6 +27,7 @@ from tracking.network.decode import DecodeConfig, decode
 from tracking.network.low_light import LowLight
 from tracking.network.model import KeypointNet, count_macs, to_input
 from tracking.skipconv.convert import PRECISIONS, SkipModel, convert
+from tracking.skipconv.layers import InputLayer
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +176,6 @@ class KeypointModel:
             return conditioned
         return self.deadband.steady(conditioned)
 
-    NOISE_EVERY = 8
-    """Frames between two estimates of the camera's noise (as the engine's own, ``InputLayer.NOISE_EVERY``)."""
-
     def _observe_noise(self, image: np.ndarray) -> None:
         """With the deadband on, the skip engine's noise floor is estimated from the camera's images, not from the
         steadied ones it runs on (``SkipModel.observe_noise``): those hold the noise back and put the floor at
@@ -189,7 +187,7 @@ class KeypointModel:
         if self._noise_previous is not None and self._noise_previous.shape == image.shape:
             self.engine.observe_noise(image, self._noise_previous, 1.0 / 255.0)
             self._noise_previous = None
-            self._noise_in = self.NOISE_EVERY - 1
+            self._noise_in = InputLayer.NOISE_EVERY - 1  # the engine's own cadence
         elif self._noise_in <= 0:
             self._noise_previous = image.copy()
         else:
