@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import logging
@@ -99,11 +98,16 @@ class GateTrial:
 
     def module_scales(self) -> dict[str, float]:
         """The ``SkipModel.module_scales`` of this trial."""
-        scales = {}
-        for modules, scale in ((CONTEXT_MODULES, self.context_scale), (DECODER_MODULES, self.decoder_scale)):
-            if scale is not None:
-                scales.update(dict.fromkeys(modules, scale))
-        return scales
+        return module_scales(self.context_scale, self.decoder_scale)
+
+
+def module_scales(context_scale: float | None, decoder_scale: float | None) -> dict[str, float]:
+    """``SkipModel.module_scales`` for the context's and the decoder's ε multipliers (None: the deep scale's)."""
+    scales = {}
+    for modules, scale in ((CONTEXT_MODULES, context_scale), (DECODER_MODULES, decoder_scale)):
+        if scale is not None:
+            scales.update(dict.fromkeys(modules, scale))
+    return scales
 
 
 def save_weights(model: KeypointNet, path: Path = WEIGHTS_FILE) -> Path:
@@ -174,8 +178,7 @@ def tune_gate(model: KeypointNet, video: Path | None = None) -> tuple[GateTrial,
             skip = KeypointModel(model, skip=True, noise_margin=noise_margin, block=GATE_BLOCK)
         skip.threshold = threshold
         skip.engine.deep_scale = deep_scale
-        trial = GateTrial(threshold, noise_margin, 0.0, 1.0, deep_scale, context_scale, decoder_scale)
-        skip.engine.module_scales = trial.module_scales()
+        skip.engine.module_scales = module_scales(context_scale, decoder_scale)
         worst, macs, dense_macs = 1.0, 0, 0
         for sequence in sequences:
             skip.reset(new_camera=True)
@@ -191,7 +194,8 @@ def tune_gate(model: KeypointNet, video: Path | None = None) -> tuple[GateTrial,
                 macs, dense_macs = macs + stats["macs"], dense_macs + stats["dense_macs"]
             all_share, hand_share = (a / t if t else 1.0 for a, t in (agree[:2], agree[2:]))
             worst = min(worst, all_share - sequence.required, hand_share - REQUIRED_HAND_AGREEMENT)
-        trial = dataclasses.replace(trial, agreement_margin=worst, mac_ratio=macs / dense_macs if dense_macs else 1.0)
+        trial = GateTrial(threshold, noise_margin, worst, macs / dense_macs if dense_macs else 1.0, deep_scale,
+                          context_scale, decoder_scale)  # fmt: skip
         log.info("gate ε %.3f, noise margin %.1f, deep ×%g, context ×%g, decoder ×%g: agreement margin %+.4f, "
                  "MAC ratio %.3f", threshold, noise_margin, deep_scale, context_scale, decoder_scale,
                  trial.agreement_margin, trial.mac_ratio)  # fmt: skip
