@@ -84,6 +84,7 @@ def test_gate_tuning_picks_the_fewest_macs_that_keep_the_agreement(monkeypatch):
 
     monkeypatch.setattr(export, "THRESHOLD_CANDIDATES", (0.01, 0.05))
     monkeypatch.setattr(export, "NOISE_MARGINS", (0.0, 1.0))
+    monkeypatch.setattr(export, "GATE_BLOCKS", (2,))
     monkeypatch.setattr(export, "DEEP_SCALES", (1.0,))
     monkeypatch.setattr(export, "CONTEXT_SCALES", (1.0,))
     monkeypatch.setattr(export, "DECODER_SCALES", (1.0,))
@@ -110,6 +111,7 @@ def test_gate_tuning_keeps_the_hands_where_the_scene_points_rule_would_let_them_
 
     monkeypatch.setattr(export, "THRESHOLD_CANDIDATES", (0.01,))
     monkeypatch.setattr(export, "NOISE_MARGINS", (1.0,))
+    monkeypatch.setattr(export, "GATE_BLOCKS", (2,))
     monkeypatch.setattr(export, "DEEP_SCALES", (2.0,))
     monkeypatch.setattr(export, "CONTEXT_SCALES", (16.0,))
     monkeypatch.setattr(export, "DECODER_SCALES", (4.0, 16.0))
@@ -123,6 +125,33 @@ def test_gate_tuning_keeps_the_hands_where_the_scene_points_rule_would_let_them_
     assert chosen == {0.0: 16.0, 0.87: 4.0}
 
 
+def test_gate_tuning_chooses_the_gate_block_and_records_it(monkeypatch, tmp_path):
+    """A larger gate block holds back change spread thin over a block's field: on a still camera with a moving hand
+    it executes fewer MACs at the same ε, and the tuning's rule weighs it like the rest of the gate."""
+    import json
+
+    from tracking.network import export
+    from tracking.network.api import GateSettings, load_weights
+
+    monkeypatch.setattr(export, "THRESHOLD_CANDIDATES", (0.01,))
+    monkeypatch.setattr(export, "NOISE_MARGINS", (1.0,))
+    monkeypatch.setattr(export, "GATE_BLOCKS", (2, 8))
+    monkeypatch.setattr(export, "DEEP_SCALES", (2.0,))
+    monkeypatch.setattr(export, "CONTEXT_SCALES", (16.0,))
+    monkeypatch.setattr(export, "DECODER_SCALES", (4.0,))
+    monkeypatch.setattr(export, "TUNING_SEQUENCES", (("still_hand", 100, True),))
+    monkeypatch.setattr(export, "REQUIRED_HAND_AGREEMENT", 0.0)  # the MACs alone decide here
+    gate = export.save_gate(load_weights(), tmp_path / "gate.json", None)
+    trials = gate["trials"]
+    assert [t["block"] for t in trials] == [2, 8]
+    assert trials[1]["mac_ratio"] < trials[0]["mac_ratio"]
+    passing = [t for t in trials if t["agreement_margin"] >= 0.0]
+    assert passing
+    assert gate["block"] == min(passing, key=lambda t: t["mac_ratio"])["block"]
+    saved = GateSettings.load(tmp_path / "gate.json")
+    assert saved.block == gate["block"] and json.loads((tmp_path / "gate.json").read_text())["block"] == saved.block
+
+
 def test_retuning_rewrites_the_gate_and_the_cards_gate_sections_only(monkeypatch, tmp_path):
     import json
     import shutil
@@ -132,6 +161,7 @@ def test_retuning_rewrites_the_gate_and_the_cards_gate_sections_only(monkeypatch
 
     monkeypatch.setattr(export, "THRESHOLD_CANDIDATES", (0.01, 0.05))
     monkeypatch.setattr(export, "NOISE_MARGINS", (1.0,))
+    monkeypatch.setattr(export, "GATE_BLOCKS", (2,))
     monkeypatch.setattr(export, "DEEP_SCALES", (1.0, 3.0))
     monkeypatch.setattr(export, "CONTEXT_SCALES", (8.0,))
     monkeypatch.setattr(export, "DECODER_SCALES", (4.0,))
@@ -146,6 +176,7 @@ def test_retuning_rewrites_the_gate_and_the_cards_gate_sections_only(monkeypatch
     assert [(t["deep_scale"], t["threshold"]) for t in saved["trials"]] == [(1.0, 0.01), (1.0, 0.05), (3.0, 0.01),
                                                                              (3.0, 0.05)]  # fmt: skip
     assert saved["deep_scale"] in (1.0, 3.0)
+    assert saved["block"] == (None if saved["threshold"] == 0.0 else 2)
     exact = saved["threshold"] == 0.0
     assert saved["module_scales"] == ({} if exact else {"down8": 8.0, "ctx8a": 8.0, "ctx8b": 8.0, "fuse4": 4.0,
                                                         "dec4": 4.0})  # fmt: skip

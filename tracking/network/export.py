@@ -63,16 +63,24 @@ MAC_TIE = 0.01
 """Trials within this MAC ratio of the fewest are a tie, and the largest ε at the camera layer wins: the camera
 layer's updates cost the most bookkeeping per MAC (a 1-channel input, 16 channels out). ε 0.03 x 3 executed 0.481
 of the tuning sequences' MACs and ε 0.04 x 2 0.482; on held-out still_hand the first ran 1.74x faster than dense,
-the second 1.95x (three alternating runs each, the same session)."""
-GATE_BLOCK = 2
-"""Gate block side (output positions) the keypoint network's gate is tuned and run with, at every layer (the
-engine's default is 1 at stride 1). The gate's bookkeeping, not its MACs, sets a sparse frame's time: at stride 1 a
-block of one output has a 3x3 field, and every changed input adds to nine blocks' energies and is taken off them
-again when it updates. At the shipped ε (0.04 x 2) on still_hand seed 7 and vtest.avi from 48 s (100 frames each,
-stop 22): skip vs dense agreement 0.858 / 0.920 with blocks of 1 at stride 1, 0.858 / 0.919 with 2, 0.847 / 0.913
-with 3, 0.853 / 0.908 with 4; MAC ratio 0.072 / 0.295, 0.065 / 0.293, 0.057 / 0.289, 0.054 / 0.284; the skip frame
-7 % faster with 2 on both (alternating in one process), 20 % with 3 and 25 % with 4 on still_hand. 2 costs no
-agreement; the larger blocks trade it for speed."""
+the second 1.95x (three alternating runs each, the same session). Then the largest gate block: fewer blocks to keep
+for the same MACs."""
+GATE_BLOCKS = (2, 4, 8)
+"""Gate block sides (output positions, the same at every layer) the tuning tries; the engine's default is 1 at
+stride 1. The gate's bookkeeping, not its MACs, sets much of a sparse frame's time: at stride 1 a block of one
+output has a 3x3 field, and every changed input adds to nine blocks' energies and is taken off them again when it
+updates. A larger block fires on the RMS change over a larger field, so a small change spread thin fires less often
+and a fired block updates only the inputs that really changed (``UPDATE_FLOOR``). At stop 22's ε (0.04 x 2) on
+still_hand seed 7 and vtest.avi from 48 s (100 frames each): skip vs dense agreement 0.858 / 0.920 with blocks of 1
+at stride 1, 0.858 / 0.919 with 2, 0.847 / 0.913 with 3, 0.853 / 0.908 with 4; MAC ratio 0.072 / 0.295, 0.065 /
+0.293, 0.057 / 0.289, 0.054 / 0.284; the skip frame 7 % faster with 2 on both (alternating in one process), 20 % with
+3 and 25 % with 4 on still_hand. Stop 27's gate (ε 0.01, path x 2, context x 16, decoder x 4) with stop 27's
+network, still_hand seed 7 (2 s) / vtest.avi from 48 s (10 s): agreement 0.880 / 0.986 with 2, 0.877 / 0.984 with
+4, 0.883 / 0.984 with 8, 0.882 / 0.984 with 16; MAC ratio 0.088 / 0.329, 0.079 / 0.322, 0.066 / 0.337, 0.049 /
+0.335 (stop 28). 16 is not a candidate: the hands pay for it where the camera is still, which the rules here do not
+see (``python -m tracking.evaluate_hands --source synthetic:still_hand --seed 1 --seed 2 --seed 3 --seconds 20``,
+head frame, pooled: 10.08 mm with blocks of 2, 10.26 with 8, 10.51 with 16; the dense network 9.96). Until stop 27
+the block was fixed at 2; since stop 28 the tuning's rule chooses it with the rest."""
 TUNING_SEQUENCES = (("still_hand", 100, True), ("seated", 100, False))
 """(scenario, world seed, camera still) the gate is tuned on: training worlds, never the held-out evaluation
 seeds."""
@@ -95,6 +103,7 @@ class GateTrial:
     deep_scale: float = 1.0
     context_scale: float | None = None  # of model.CONTEXT_MODULES; None: deep_scale
     decoder_scale: float | None = None  # of model.DECODER_MODULES; None: deep_scale
+    block: int | None = None  # gate block side at every layer; None: the engine's per-layer default
 
     def module_scales(self) -> dict[str, float]:
         """The ``SkipModel.module_scales`` of this trial."""
@@ -161,9 +170,10 @@ _EXACT = GateTrial(0.0, 0.0, 1.0, 1.0)
 
 
 def tune_gate(model: KeypointNet, video: Path | None = None) -> tuple[GateTrial, list[GateTrial]]:
-    """The (ε, noise margin, deep, context and decoder scales) of ``THRESHOLD_CANDIDATES`` x ``NOISE_MARGINS`` x
-    ``DEEP_SCALES`` x ``CONTEXT_SCALES`` x ``DECODER_SCALES`` that
-    executes the fewest MACs (summed over the tuning sequences; within ``MAC_TIE`` of the fewest, the largest ε)
+    """The (ε, noise margin, gate block, deep, context and decoder scales) of ``THRESHOLD_CANDIDATES`` x
+    ``NOISE_MARGINS`` x ``GATE_BLOCKS`` x ``DEEP_SCALES`` x ``CONTEXT_SCALES`` x ``DECODER_SCALES`` that
+    executes the fewest MACs (summed over the tuning sequences; within ``MAC_TIE`` of the fewest, the largest ε,
+    then the largest block)
     while its skip keypoints agree with the dense ones (within 1 px) as often as each tuning sequence requires
     (``tuning_sequences``), and its hand joints (within ``HAND_TOLERANCE_PX``) at least ``REQUIRED_HAND_AGREEMENT``
     of the time; ε = 0 without a floor (exact) when none does. A trial passes when its ``agreement_margin`` (the
@@ -171,11 +181,16 @@ def tune_gate(model: KeypointNet, video: Path | None = None) -> tuple[GateTrial,
     sequences = tuning_sequences(model, video)
     trials = []
     skip: KeypointModel | None = None
-    grid = itertools.product(NOISE_MARGINS, DECODER_SCALES, CONTEXT_SCALES, DEEP_SCALES, THRESHOLD_CANDIDATES)
-    for noise_margin, decoder_scale, context_scale, deep_scale, threshold in grid:
-        if skip is None or skip.engine.noise_margin != noise_margin:
-            # One skip model per floor: it measures its layers' break-even fractions once, on its first key frame.
-            skip = KeypointModel(model, skip=True, noise_margin=noise_margin, block=GATE_BLOCK)
+    built_for: tuple[float, int] | None = None  # the (noise margin, block) skip was built with
+    grid = itertools.product(
+        NOISE_MARGINS, GATE_BLOCKS, DECODER_SCALES, CONTEXT_SCALES, DEEP_SCALES, THRESHOLD_CANDIDATES
+    )
+    for noise_margin, block, decoder_scale, context_scale, deep_scale, threshold in grid:
+        if built_for != (noise_margin, block):
+            # One skip model per floor and block: it measures its layers' break-even fractions once, on its first
+            # key frame.
+            skip = KeypointModel(model, skip=True, noise_margin=noise_margin, block=block)
+            built_for = (noise_margin, block)
         skip.threshold = threshold
         skip.engine.deep_scale = deep_scale
         skip.engine.module_scales = module_scales(context_scale, decoder_scale)
@@ -195,9 +210,9 @@ def tune_gate(model: KeypointNet, video: Path | None = None) -> tuple[GateTrial,
             all_share, hand_share = (a / t if t else 1.0 for a, t in (agree[:2], agree[2:]))
             worst = min(worst, all_share - sequence.required, hand_share - REQUIRED_HAND_AGREEMENT)
         trial = GateTrial(threshold, noise_margin, worst, macs / dense_macs if dense_macs else 1.0, deep_scale,
-                          context_scale, decoder_scale)  # fmt: skip
-        log.info("gate ε %.3f, noise margin %.1f, deep ×%g, context ×%g, decoder ×%g: agreement margin %+.4f, "
-                 "MAC ratio %.3f", threshold, noise_margin, deep_scale, context_scale, decoder_scale,
+                          context_scale, decoder_scale, block)  # fmt: skip
+        log.info("gate ε %.3f, noise margin %.1f, block %d, deep ×%g, context ×%g, decoder ×%g: agreement margin "
+                 "%+.4f, MAC ratio %.3f", threshold, noise_margin, block, deep_scale, context_scale, decoder_scale,
                  trial.agreement_margin, trial.mac_ratio)  # fmt: skip
         trials.append(trial)
     passing = [t for t in trials if t.agreement_margin >= 0.0]
@@ -205,7 +220,7 @@ def tune_gate(model: KeypointNet, video: Path | None = None) -> tuple[GateTrial,
         return _EXACT, trials
     fewest = min(t.mac_ratio for t in passing)
     near = [t for t in passing if t.mac_ratio <= fewest + MAC_TIE]
-    return min(near, key=lambda t: (-t.threshold, t.mac_ratio, -t.noise_margin)), trials
+    return min(near, key=lambda t: (-t.threshold, -(t.block or 1), t.mac_ratio, -t.noise_margin)), trials
 
 
 def finish(
@@ -246,17 +261,23 @@ def save_gate(model: KeypointNet, gate_path: Path, eval_video: Path | None) -> d
         "noise_margin": chosen.noise_margin,
         "deep_scale": chosen.deep_scale,
         "module_scales": chosen.module_scales(),
-        "block": GATE_BLOCK,
-        "rule": f"fewest MACs (within {MAC_TIE} of them, the largest ε) with skip vs dense agreement (1 px) >= "
-        f"{REQUIRED_AGREEMENT} where the camera "
-        f"moves, >= {REQUIRED_VIDEO_AGREEMENT} on the real video, and >= the dense network's own frame-to-frame "
-        f"agreement (on the images without the deadband) - {NOISE_CEILING_SLACK} where the synthetic camera is "
-        f"still, hand joints within {HAND_TOLERANCE_PX} px >= "
-        f"{REQUIRED_HAND_AGREEMENT}, on " + ", ".join(tuned_on),
+        "block": chosen.block,
+        "rule": gate_rule(tuned_on),
         "trials": [t.__dict__ for t in trials],
     }
     gate_path.write_text(json.dumps(gate, indent=1) + "\n")
     return gate
+
+
+def gate_rule(tuned_on: list[str]) -> str:
+    """``tune_gate``'s rule in words, for the gate file and the model card (``tuned_on``: the tuning sequences)."""
+    return (
+        f"fewest MACs (within {MAC_TIE} of them, the largest ε, then the largest block) with skip vs dense agreement "
+        f"(1 px) >= {REQUIRED_AGREEMENT} where the camera moves, >= {REQUIRED_VIDEO_AGREEMENT} on the real video, and "
+        f">= the dense network's own frame-to-frame agreement (on the images without the deadband) - "
+        f"{NOISE_CEILING_SLACK} where the synthetic camera is still, hand joints within {HAND_TOLERANCE_PX} px >= "
+        f"{REQUIRED_HAND_AGREEMENT}, on " + ", ".join(tuned_on)
+    )
 
 
 def evaluate_held_out(weights_path: Path, eval_video: Path | None) -> list[dict]:
@@ -306,7 +327,7 @@ def gate_and_metrics_sections(gate: dict, evaluations: list[dict]) -> str:
                     + " | ".join(_fmt(e.get(c)) for c in columns) + " |")  # fmt: skip
     trials = "\n".join(
         f"| {t['threshold']:.3f} | {t.get('deep_scale', 1.0):g} | {_scale(t, CONTEXT_MODULES)} | "
-        f"{_scale(t, DECODER_MODULES)} | {t['noise_margin']:.1f} | "
+        f"{_scale(t, DECODER_MODULES)} | {t['noise_margin']:.1f} | {_fmt(t.get('block'))} | "
         f"{t['agreement_margin']:+.4f} | {t['mac_ratio']:.3f} |"
         for t in gate.get("trials", [])
     )
@@ -314,14 +335,14 @@ def gate_and_metrics_sections(gate: dict, evaluations: list[dict]) -> str:
         f"ε = {gate['threshold']} at the layer reading the camera, × {gate.get('deep_scale', 1.0):g} along the rest "
         f"of the scene points' path, × {_scale(gate, CONTEXT_MODULES)} at the /8 context "
         f"({', '.join(CONTEXT_MODULES)}) and × {_scale(gate, DECODER_MODULES)} at the decoder "
-        f"({', '.join(DECODER_MODULES)}), noise margin "
-        f"{gate.get('noise_margin', 0.0)} ({gate.get('rule', '')})."
+        f"({', '.join(DECODER_MODULES)}), noise margin {gate.get('noise_margin', 0.0)}, gate blocks of "
+        f"{_fmt(gate.get('block'))} output positions ({gate.get('rule', '')})."
     )
     return f"""{GATE_SECTION}{chosen} After a change to the skip engine, `python -m tracking.train --retune-gate
 --eval-video ../shared/data/video/vtest.avi` tunes ε again for these weights and rewrites this section and the next.
 
-| ε | deep scale | context scale | decoder scale | noise margin | worst agreement over the requirement | MAC ratio |
-|---|---|---|---|---|---|---|
+| ε | deep scale | context scale | decoder scale | noise margin | block | worst agreement over the rule | MAC ratio |
+|---|---|---|---|---|---|---|---|
 {trials}
 
 ## Held-out metrics
