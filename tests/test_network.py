@@ -81,6 +81,14 @@ def test_the_skip_models_noise_floor_comes_from_the_camera_not_the_steadied_imag
         assert 0.5 * expected < model.engine.noise_energy < 2.0 * expected, deadband
     model.reset(new_camera=True)
     assert model.engine.noise_energy == 0.0
+    # The estimate starts again on a new camera's first two images, wherever the old one's cadence stood.
+    model = KeypointModel(shipped, skip=True, threshold=0.04, noise_margin=1.0)
+    for image in still_hand_images[:2]:
+        model.infer(image)
+    model.reset(new_camera=True)
+    for image in still_hand_images[:2]:
+        model.infer(image)
+    assert model.engine.noise_energy > 0.0
 
 
 def test_network_heads_have_documented_shapes():

@@ -213,10 +213,12 @@ class KeypointModel:
 
     def reset(self, new_camera: bool = False) -> None:
         """Make the next frame a key frame (dense refresh), its image taken whole; ``new_camera``: the images now
-        come from another camera (its noise is estimated afresh)."""
+        come from another camera (its noise is estimated afresh, from its first two images on)."""
         self.engine.reset(new_camera)
         self.deadband.reset()
         self._noise_previous = None
+        if new_camera:
+            self._noise_in = 0
 
     def stats(self, per_layer: bool = True) -> dict:
         """``{"macs", "dense_macs", "active_fraction", "per_layer"}`` of the last frame (dense mode: all MACs);
