@@ -127,13 +127,13 @@ def test_gate_tuning_keeps_the_hands_where_the_scene_points_rule_would_let_them_
 
 def test_gate_tuning_chooses_the_gate_block_and_records_it(monkeypatch, tmp_path):
     """A larger gate block holds back change spread thin over a block's field: on a still camera with a moving hand
-    it executes fewer MACs at the same ε, and the tuning's rule weighs it like the rest of the gate."""
+    it executes fewer MACs at the same ε. The grid runs at the first block, the other blocks with its choice."""
     import json
 
     from tracking.network import export
     from tracking.network.api import GateSettings, load_weights
 
-    monkeypatch.setattr(export, "THRESHOLD_CANDIDATES", (0.01,))
+    monkeypatch.setattr(export, "THRESHOLD_CANDIDATES", (0.01, 0.05))
     monkeypatch.setattr(export, "NOISE_MARGINS", (1.0,))
     monkeypatch.setattr(export, "GATE_BLOCKS", (2, 8))
     monkeypatch.setattr(export, "DEEP_SCALES", (2.0,))
@@ -143,8 +143,10 @@ def test_gate_tuning_chooses_the_gate_block_and_records_it(monkeypatch, tmp_path
     monkeypatch.setattr(export, "REQUIRED_HAND_AGREEMENT", 0.0)  # the MACs alone decide here
     gate = export.save_gate(load_weights(), tmp_path / "gate.json", None)
     trials = gate["trials"]
-    assert [t["block"] for t in trials] == [2, 8]
-    assert trials[1]["mac_ratio"] < trials[0]["mac_ratio"]
+    assert [(t["block"], t["threshold"]) for t in trials[:2]] == [(2, 0.01), (2, 0.05)]
+    first = export._fewest_macs([export.GateTrial(**t) for t in trials[:2]])
+    assert [(t["block"], t["threshold"]) for t in trials[2:]] == [(8, first.threshold)]
+    assert trials[2]["mac_ratio"] < trials[trials.index(first.__dict__)]["mac_ratio"]
     passing = [t for t in trials if t["agreement_margin"] >= 0.0]
     assert passing
     assert gate["block"] == min(passing, key=lambda t: t["mac_ratio"])["block"]

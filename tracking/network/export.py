@@ -180,7 +180,7 @@ def tune_gate(model: KeypointNet, video: Path | None = None) -> tuple[GateTrial,
 
     Two stages: ``THRESHOLD_CANDIDATES`` x ``NOISE_MARGINS`` x ``DEEP_SCALES`` x ``CONTEXT_SCALES`` x
     ``DECODER_SCALES`` at the first of ``GATE_BLOCKS``, then the other blocks with the parameters chosen there. The
-    whole grid at every block takes 17 min here against 6.5 for one (486 trials; it would put ``python -m
+    whole grid at every block takes 17 min here against 5.5-6.5 for one (486 trials; it would put ``python -m
     tracking.train`` past its 45 minutes). Stop 28 ran it once: the fewest MACs that kept the rules came at blocks
     of 8, with the parameters that won at 2 (a run in which the noise floor of every tuning sequence but the first
     started late, ``KeypointModel.reset``). With the floor from each sequence's first images, as the tracker has
