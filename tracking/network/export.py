@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -188,16 +189,13 @@ def tune_gate(model: KeypointNet, video: Path | None = None) -> tuple[GateTrial,
     joints stay within 0.5 px, 0.902 at 8. So the first stage runs at 8."""
     sequences = tuning_sequences(model, video)
     trials: list[GateTrial] = []
-    skip: KeypointModel | None = None
-    built_for: tuple[float, int] | None = None  # the (noise margin, block) skip was built with
+    # One skip model per floor and block: it measures its layers' break-even fractions once, on its first key frame.
+    skip_model = functools.cache(
+        lambda noise_margin, block: KeypointModel(model, skip=True, noise_margin=noise_margin, block=block)
+    )
 
     def trial(threshold: float, noise_margin: float, block: int, deep: float, context: float, decoder: float) -> None:
-        nonlocal skip, built_for
-        if built_for != (noise_margin, block):
-            # One skip model per floor and block: it measures its layers' break-even fractions once, on its first
-            # key frame.
-            skip = KeypointModel(model, skip=True, noise_margin=noise_margin, block=block)
-            built_for = (noise_margin, block)
+        skip = skip_model(noise_margin, block)
         skip.threshold = threshold
         skip.engine.deep_scale = deep
         skip.engine.module_scales = module_scales(context, decoder)
